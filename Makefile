@@ -1,0 +1,61 @@
+# recursionlab -- two commands do all set-up on a fresh machine:
+#   make lab    creates .venv if needed, installs, registers a Jupyter kernel and opens JupyterLab on notebooks/
+#   make test   creates or updates the same environment and runs every test (unit tests + every notebook at smoke)
+#
+# PyTorch: on a machine without an NVIDIA GPU we install the lean CPU build (about 200 MB instead of several GB of
+# CUDA libraries) from PyTorch's CPU index; with a GPU, the default CUDA build from PyPI. Override either, e.g.
+#   make lab TORCH_SPEC='torch==2.5.1' TORCH_INDEX=https://download.pytorch.org/whl/cu124
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JOBS ?= 2
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAS_GPU),yes)
+TORCH_SPEC ?= torch>=2.2
+TORCH_INDEX ?=
+else
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+endif
+STAMP := $(VENV)/.recursionlab-installed
+
+.PHONY: lab test install notebooks exercises lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)" \
+		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(PY) -m ipykernel install --user --name recursionlab --display-name "Python (recursionlab)"
+	$(PY) -m jupyter lab notebooks/
+
+test: $(STAMP)
+	$(PY) -m ruff check recursionlab tests benchmarks
+	RECURSIONLAB_PROFILE=smoke RECURSIONLAB_PROGRESS=0 $(PY) -m pytest -n $(JOBS) --dist loadscope \
+		--nbval-lax --nbval-current-env -p no:cacheprovider tests notebooks solutions exercises
+
+# Re-execute every lesson and solution in place at the laptop profile (what is committed), then regenerate exercises.
+notebooks: $(STAMP)
+	RECURSIONLAB_PROFILE=laptop $(PY) -m recursionlab.course.notebooks run notebooks/*.ipynb solutions/*.ipynb
+	$(PY) -m recursionlab.course.exercises
+
+exercises: $(STAMP)
+	$(PY) -m recursionlab.course.exercises
+
+lint: $(STAMP)
+	$(PY) -m ruff check recursionlab tests benchmarks
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,5 @@
+import sys
+
+from recursionlab.train.cli import main
+
+sys.exit(main())

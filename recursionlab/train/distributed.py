@@ -1,0 +1,80 @@
+"""Multi-process data parallelism through ``torchrun`` (PyTorch DDP): one entry point for 1 or N processes.
+
+``torchrun --nproc_per_node=N -m recursionlab train RECIPE`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; the
+trainer then joins a process group (NCCL on GPUs, gloo on CPU), wraps the model in DDP and gives every rank
+its contiguous slice of the global batch. Gradients are averaged, so N ranks over slices of a global batch take
+the same step as one process over the whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        return cls(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+
+def init_distributed(info: DistInfo, device: torch.device) -> None:
+    """Join the process group once (no-op for a single process)."""
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+
+
+def shard_batch(batch, info: DistInfo):
+    """This rank's contiguous slice (along dim 0) of every tensor in ``batch`` (tensor/tuple/list/dict)."""
+    if not info.enabled:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        n = batch.shape[0]
+        if n % info.world_size:
+            raise ValueError(
+                f"global batch size {n} is not divisible by the world size {info.world_size}; "
+                "choose a batch size that is a multiple of the number of processes"
+            )
+        per = n // info.world_size
+        return batch[info.rank * per : (info.rank + 1) * per]
+    if isinstance(batch, dict):
+        return {k: shard_batch(v, info) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(shard_batch(v, info) for v in batch)
+    return batch
+
+
+def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Average logged scalars over ranks (for printing/history only; gradients are averaged by DDP)."""
+    if not info.enabled or not values:
+        return values
+    names = sorted(values)
+    t = torch.tensor([values[n] for n in names], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    t = (t / info.world_size).cpu()
+    return {n: float(v) for n, v in zip(names, t)}
