@@ -40,7 +40,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check recursionlab tests benchmarks
-	RECURSIONLAB_PROFILE=smoke RECURSIONLAB_PROGRESS=0 $(PY) -m pytest -n $(JOBS) --dist loadscope \
+	OMP_NUM_THREADS=1 RECURSIONLAB_PROFILE=smoke RECURSIONLAB_PROGRESS=0 $(PY) -m pytest -n $(JOBS) --dist loadscope \
 		--nbval-lax --nbval-current-env -p no:cacheprovider tests notebooks solutions exercises
 
 # Re-execute every lesson and solution in place at the laptop profile (what is committed), then regenerate exercises.

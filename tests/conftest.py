@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("RECURSIONLAB_PROFILE", "smoke")
 os.environ.setdefault("RECURSIONLAB_PROGRESS", "0")
+# Tests run side by side (pytest-xdist) on 2 cores: one intra-op thread each avoids oversubscription, which
+# slows tiny models down by an order of magnitude. Notebook kernels inherit the variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 NOTEBOOK_LIMIT_S = float(os.environ.get("RECURSIONLAB_NOTEBOOK_LIMIT_S", "60"))
 _notebook_seconds: dict[str, float] = defaultdict(float)

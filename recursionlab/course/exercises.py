@@ -63,7 +63,7 @@ def strip_solutions(source: str, where: str = "cell") -> str:
 def make_exercise(solution: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     """The student version of a solution notebook (a new notebook; the input is not modified)."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {k: v for k, v in solution.metadata.items() if k in ("kernelspec", "language_info")}
+    nb.metadata = {k: v for k, v in solution.metadata.items() if k == "kernelspec"}
     nb.metadata["recursionlab"] = {"generated_from": f"solutions/{name}", "do_not_edit": True}
     note = nbformat.v4.new_markdown_cell(
         f"> **Exercise notebook.** Generated from `solutions/{name}` by `python -m recursionlab.course.exercises`; "

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-save", action="store_true")
     run.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
+    # One intra-op thread per kernel unless told otherwise: the tiny models of the course gain nothing from more,
+    # and several notebooks running side by side on 2 cores would otherwise oversubscribe them (10x slower).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     profile = os.environ.get("RECURSIONLAB_PROFILE", "(auto)")
     failed = 0
     for p in args.paths:
