@@ -1,0 +1,363 @@
+"""The shared puzzle-dataset interface used by HRM, TRM, the one-pass baselines and the DEQ puzzle models.
+
+A :class:`PuzzleDataset` is a set of fixed-length token sequences:
+
+* ``inputs``     (N, L) long -- the puzzle (Sudoku: 1 blank, 2..n+1 digits; maze: ``"# SG"``; ARC: canvas);
+* ``labels``     (N, L) long -- the answer, ``-100`` where nothing is supervised (ARC padding);
+* ``puzzle_ids`` (N,) long   -- which puzzle embedding an example uses (0: Sudoku and mazes; ARC: task + 1);
+* ``vocab_size``, ``seq_len = L``, ``num_puzzle_ids``, ``name`` and optional ``grid_shape`` for drawing.
+
+``train_batch(step, batch_size, seed, augment)`` is a pure function of ``(seed, step)``: examples are drawn
+without replacement within an epoch (a fresh permutation per epoch) and, if the dataset has an augmenter,
+each row gets its own validity-preserving random symmetry. This is what the training engine's
+``batch_fn(step)`` wants: exact resume and multi-GPU sharding follow for free. ``eval_batches`` walks the set
+in order, unaugmented. Batches are dicts ``{"inputs", "labels", "puzzle_ids"}`` of CPU tensors.
+
+Builders return :class:`PuzzleSplits` ``(train, test)``: :func:`sudoku_dataset`, :func:`maze_dataset`,
+:func:`arc_dataset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from recursionlab.data import arc as arc_data
+from recursionlab.data import maze as maze_data
+from recursionlab.data import sudoku as sudoku_data
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PuzzleDataset",
+    "PuzzleSplits",
+    "arc_dataset",
+    "maze_dataset",
+    "puzzle_accuracy",
+    "sudoku_dataset",
+]
+
+IGNORE_INDEX = -100
+
+# (inputs (B, L), labels (B, L), rng) -> augmented (inputs, labels), both numpy int arrays
+Augmenter = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(eq=False)
+class PuzzleDataset:
+    """Token sequences of one puzzle family (see the module docstring for the fields and their shapes).
+
+    ``augmenter`` (optional) maps a numpy batch (inputs (B, L), labels (B, L), rng) to an augmented batch of
+    the same shapes; ``meta`` holds per-family extras (e.g. Sudoku ratings, ARC task names).
+    """
+
+    name: str
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    puzzle_ids: torch.Tensor
+    vocab_size: int
+    num_puzzle_ids: int = 1
+    augmenter: Augmenter | None = None
+    grid_shape: tuple[int, int] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for attr in ("inputs", "labels", "puzzle_ids"):
+            value = getattr(self, attr)
+            if not isinstance(value, torch.Tensor):
+                value = torch.as_tensor(np.asarray(value))
+            if value.dtype != torch.long:
+                value = value.long()
+            setattr(self, attr, value)
+        x, y, p = self.inputs, self.labels, self.puzzle_ids
+        if x.ndim != 2 or y.shape != x.shape:
+            raise ValueError(f"inputs and labels must both be (N, L), got {tuple(x.shape)}, {tuple(y.shape)}")
+        if p.shape != (x.shape[0],):
+            raise ValueError(f"puzzle_ids must be (N,) = ({x.shape[0]},), got {tuple(p.shape)}")
+        if len(x) and (x.min() < 0 or x.max() >= self.vocab_size):
+            raise ValueError(f"input tokens must lie in 0..{self.vocab_size - 1} (the vocabulary)")
+        ok = (y == IGNORE_INDEX) | ((y >= 0) & (y < self.vocab_size))
+        if not bool(ok.all()):
+            raise ValueError(f"labels must lie in 0..{self.vocab_size - 1} or be {IGNORE_INDEX} (ignored)")
+        if len(p) and (p.min() < 0 or p.max() >= self.num_puzzle_ids):
+            raise ValueError(f"puzzle_ids must lie in 0..{self.num_puzzle_ids - 1} (num_puzzle_ids)")
+        if self.grid_shape is not None and self.grid_shape[0] * self.grid_shape[1] != x.shape[1]:
+            raise ValueError(f"grid_shape {self.grid_shape} does not match seq_len {x.shape[1]}")
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def seq_len(self) -> int:
+        """L, the length of every sequence."""
+        return int(self.inputs.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"PuzzleDataset({self.name!r}, N={len(self)}, seq_len={self.seq_len}, "
+            f"vocab_size={self.vocab_size}, num_puzzle_ids={self.num_puzzle_ids}, "
+            f"augment={'yes' if self.augmenter else 'no'})"
+        )
+
+    def _epoch_perm(self, seed: int, epoch: int) -> np.ndarray:
+        key = (int(seed), int(epoch))
+        if key not in self._perms:
+            if len(self._perms) >= 4:
+                self._perms.pop(next(iter(self._perms)))
+            self._perms[key] = np.random.default_rng([int(seed), int(epoch), 7]).permutation(len(self))
+        return self._perms[key]
+
+    def batch_indices(self, step: int, batch_size: int, seed: int = 0) -> np.ndarray:
+        """(batch_size,) int64: the examples of training step ``step`` (each epoch a fresh permutation)."""
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if len(self) == 0:
+            raise ValueError(f"dataset {self.name!r} is empty")
+        n = len(self)
+        positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+        epochs, offsets = np.divmod(positions, n)
+        out = np.empty(batch_size, dtype=np.int64)
+        for e in np.unique(epochs):
+            sel = epochs == e
+            out[sel] = self._epoch_perm(seed, int(e))[offsets[sel]]
+        return out
+
+    def train_batch(
+        self, step: int, batch_size: int, seed: int = 0, augment: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """The training batch of ``step``: ``{"inputs": (B, L), "labels": (B, L), "puzzle_ids": (B,)}`` long.
+
+        Deterministic in ``(seed, step)``; ``augment`` applies the dataset's augmenter (if it has one) with a
+        generator seeded by ``(seed, step)``.
+        """
+        idx = self.batch_indices(step, batch_size, seed)
+        x, y = self.inputs[idx].numpy(), self.labels[idx].numpy()
+        if augment and self.augmenter is not None:
+            x, y = self.augmenter(x, y, np.random.default_rng([int(seed), int(step), 11]))
+        return {
+            "inputs": torch.as_tensor(np.ascontiguousarray(x), dtype=torch.long),
+            "labels": torch.as_tensor(np.ascontiguousarray(y), dtype=torch.long),
+            "puzzle_ids": self.puzzle_ids[idx],
+        }
+
+    def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The whole set in order, unaugmented, in batches of at most ``batch_size`` (same dict keys)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        for start in range(0, len(self), batch_size):
+            sl = slice(start, start + batch_size)
+            yield {"inputs": self.inputs[sl], "labels": self.labels[sl], "puzzle_ids": self.puzzle_ids[sl]}
+
+    def subset(self, indices) -> PuzzleDataset:
+        """A dataset of the rows ``indices`` (same vocabulary, augmenter and grid shape; ``meta`` arrays of
+        length N are sliced too)."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        meta = {
+            k: (v[idx.numpy()] if isinstance(v, np.ndarray) and v.shape[:1] == (len(self),) else v)
+            for k, v in self.meta.items()
+        }
+        return PuzzleDataset(
+            self.name,
+            self.inputs[idx],
+            self.labels[idx],
+            self.puzzle_ids[idx],
+            self.vocab_size,
+            self.num_puzzle_ids,
+            self.augmenter,
+            self.grid_shape,
+            meta,
+        )
+
+
+class PuzzleSplits(NamedTuple):
+    """The train and test :class:`PuzzleDataset` of one builder call (unpacks as ``train, test``)."""
+
+    train: PuzzleDataset
+    test: PuzzleDataset
+
+
+def puzzle_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Cell and exact-puzzle accuracy of predicted tokens.
+
+    predictions, labels: (N, L) long; positions with label ``-100`` are ignored. ``cell_acc`` is the fraction
+    of supervised positions predicted right; ``exact_acc`` the fraction of sequences with *every* supervised
+    position right (the papers' headline metric).
+    """
+    if predictions.shape != labels.shape or predictions.ndim != 2:
+        raise ValueError(
+            "predictions and labels must both be (N, L), "
+            f"got {tuple(predictions.shape)} and {tuple(labels.shape)}"
+        )
+    mask = labels != IGNORE_INDEX
+    right = (predictions == labels) & mask
+    n_cells = int(mask.sum())
+    return {
+        "cell_acc": float(right.sum()) / max(n_cells, 1),
+        "exact_acc": float((right | ~mask).all(dim=1).float().mean()) if len(labels) else 0.0,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Builders
+# ----------------------------------------------------------------------------------------------------------
+
+
+def sudoku_dataset(
+    size: int = 9,
+    n_train: int = 1000,
+    n_test: int = 200,
+    difficulty: str = "easy",
+    seed: int = 0,
+    *,
+    workers: int = 1,
+    cache: bool = True,
+) -> PuzzleSplits:
+    """Sudoku train/test sets (independent streams of :func:`recursionlab.data.sudoku.generate_puzzles`).
+
+    size 4, 6 or 9; difficulty "easy", "medium" or "hard". inputs = puzzle + 1 (1 blank), labels = solution
+    + 1, L = size**2, vocab = size + 2, every puzzle id 0. Training batches are augmented with digit
+    relabelling, band/row and stack/column permutations and (4x4, 9x9) transposition. ``meta["backtracks"]``
+    (N,) holds each puzzle's rating. A test puzzle that also occurs in train is dropped (the test set may then
+    be a little smaller). ``workers`` and ``cache`` go to the generator.
+    """
+    sets = [
+        sudoku_data.generate_puzzles(n, size, difficulty, seed, stream=stream, workers=workers, cache=cache)
+        for n, stream in ((n_train, 0), (n_test, 1))
+    ]
+    seen = {p.tobytes() for p in sets[0].puzzles}
+    keep = np.array([p.tobytes() not in seen for p in sets[1].puzzles], dtype=bool)
+    out = []
+    for part, s, sel in (("train", sets[0], slice(None)), ("test", sets[1], keep)):
+        puzzles, solutions = s.puzzles[sel], s.solutions[sel]
+        out.append(
+            PuzzleDataset(
+                name=f"sudoku{size}x{size}-{difficulty}-{part}",
+                inputs=torch.as_tensor(sudoku_data.encode_tokens(puzzles)),
+                labels=torch.as_tensor(sudoku_data.encode_tokens(solutions)),
+                puzzle_ids=torch.zeros(len(puzzles), dtype=torch.long),
+                vocab_size=sudoku_data.vocab_size(size),
+                num_puzzle_ids=1,
+                augmenter=partial(_sudoku_augment, size=size),
+                grid_shape=(size, size),
+                meta={"backtracks": s.backtracks[sel], "nodes": s.nodes[sel], "size": size},
+            )
+        )
+    return PuzzleSplits(*out)
+
+
+def _sudoku_augment(x, y, rng, size):
+    return sudoku_data.augment_token_batch(x, y, size, rng)
+
+
+def _maze_augment(x, y, rng, size):
+    return maze_data.augment_token_batch(x, y, size, rng)
+
+
+def maze_dataset(
+    n_train: int = 1000,
+    n_test: int = 200,
+    size: int = 30,
+    hard: bool = True,
+    seed: int = 0,
+    *,
+    dihedral: bool = False,
+    **maze_kwargs,
+) -> PuzzleSplits:
+    """Maze train/test sets from :func:`recursionlab.data.maze.generate_mazes` (independent streams).
+
+    L = size**2, vocab 6, every puzzle id 0, all cells supervised. ``hard=True`` keeps shortest paths of at
+    least ``HARD_MIN_PATH(size)`` moves (111 at 30x30, Maze-Hard's bar). ``dihedral=True`` augments training
+    batches with the 8 rotations/reflections (HRM trains mazes without augmentation; TRM's paper with it).
+    ``meta["path_lengths"]`` (N,) holds each maze's shortest-path length.
+    """
+    out = []
+    for part, n, stream in (("train", n_train, 0), ("test", n_test, 1)):
+        s = maze_data.generate_mazes(n, size, seed, hard=hard, stream=stream, **maze_kwargs)
+        out.append(
+            PuzzleDataset(
+                name=f"maze{size}x{size}-{'hard' if hard else 'any'}-{part}",
+                inputs=torch.as_tensor(s.inputs),
+                labels=torch.as_tensor(s.labels),
+                puzzle_ids=torch.zeros(len(s), dtype=torch.long),
+                vocab_size=maze_data.VOCAB_SIZE,
+                num_puzzle_ids=1,
+                augmenter=partial(_maze_augment, size=size) if dihedral else None,
+                grid_shape=(size, size),
+                meta={"path_lengths": s.path_lengths, "size": size},
+            )
+        )
+    return PuzzleSplits(*out)
+
+
+def arc_dataset(
+    version: str = "arcagi",
+    canvas: int = arc_data.CANVAS,
+    max_tasks: int | None = None,
+    *,
+    augment: bool = True,
+) -> PuzzleSplits:
+    """ARC train/test sets with the HRM/TRM split rule.
+
+    Train: every pair of the training tasks plus the *demonstration* pairs of the evaluation tasks; test: the
+    evaluation tasks' *test* pairs. Only tasks whose grids all fit on a ``canvas x canvas`` board are kept
+    (30 keeps all of ARC-AGI-1; a small canvas gives a laptop-sized subset); ``max_tasks`` caps the number of
+    tasks per split (first in id order). Every task has its own puzzle id (task index + 1; 0 is unused), so
+    ``num_puzzle_ids = tasks + 1``. Training batches get a random dihedral transform and colour permutation
+    per row when ``augment``. ``meta``: ``task_names`` (list, puzzle id -> task id), ``pair_index`` (N,) and
+    ``is_test_pair`` (N,) bool.
+    """
+    tasks = load_arc_tasks_fitting(version, canvas, max_tasks)
+    names = [None] + [t.task_id for t in tasks]
+    rows: dict[str, list] = {"train": [], "test": []}
+    for pid, task in enumerate(tasks, start=1):
+        for i, (a, b) in enumerate(task.train):
+            rows["train"].append((a, b, pid, i, False))
+        for i, (a, b) in enumerate(task.test):
+            part = "test" if task.split == "evaluation" else "train"
+            rows[part].append((a, b, pid, i, True))
+    out = []
+    for part in ("train", "test"):
+        enc = [arc_data.encode_pair(a, b, canvas, IGNORE_INDEX) for a, b, *_ in rows[part]]
+        L = canvas * canvas
+        out.append(
+            PuzzleDataset(
+                name=f"arc-{version}-{canvas}x{canvas}-{part}",
+                inputs=torch.as_tensor(np.array([e[0] for e in enc], dtype=np.int64).reshape(-1, L)),
+                labels=torch.as_tensor(np.array([e[1] for e in enc], dtype=np.int64).reshape(-1, L)),
+                puzzle_ids=torch.as_tensor(np.array([r[2] for r in rows[part]], dtype=np.int64)),
+                vocab_size=arc_data.VOCAB_SIZE,
+                num_puzzle_ids=len(names),
+                augmenter=_arc_augment if augment else None,
+                grid_shape=(canvas, canvas),
+                meta={
+                    "task_names": names,
+                    "pair_index": np.array([r[3] for r in rows[part]], dtype=np.int64),
+                    "is_test_pair": np.array([r[4] for r in rows[part]], dtype=bool),
+                },
+            )
+        )
+    return PuzzleSplits(*out)
+
+
+def _arc_augment(x, y, rng):
+    return arc_data.augment_token_batch(x, y, rng, IGNORE_INDEX)
+
+
+def load_arc_tasks_fitting(version: str, canvas: int, max_tasks: int | None) -> list[arc_data.ArcTask]:
+    """Training then evaluation tasks whose grids all fit on the canvas, at most ``max_tasks`` per split."""
+    if not 1 <= int(canvas) <= arc_data.CANVAS:
+        raise ValueError(f"canvas must be in 1..{arc_data.CANVAS}, got {canvas}")
+    if max_tasks is not None and max_tasks < 1:
+        raise ValueError(f"max_tasks must be None or >= 1, got {max_tasks}")
+    chosen = []
+    for split_tasks in arc_data.load_arc_tasks(version).values():
+        fit = [t for t in split_tasks if t.max_side() <= canvas]
+        chosen.extend(fit[:max_tasks] if max_tasks is not None else fit)
+    return chosen
