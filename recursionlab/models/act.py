@@ -397,8 +397,10 @@ def pondernet_loss(step_losses: torch.Tensor, halting_dist: torch.Tensor, lambda
         raise ValueError(f"beta must be >= 0, got {beta!r}")
     prior = truncated_geometric_prior(lambda_p, halting_dist.shape[-1], halting_dist.dtype, halting_dist.device)
     reconstruction = (halting_dist * step_losses).sum(-1).mean()
-    # KL(p || p_G) = sum_n p_n (log p_n - log p_G(n)); xlogy makes 0 * log 0 = 0.
-    kl = (torch.special.xlogy(halting_dist, halting_dist) - halting_dist * prior.log()).sum(-1).mean()
+    # KL(p || p_G) = sum_n p_n (log p_n - log p_G(n)), with 0 * log 0 = 0. A saturated sigmoid (lambda_n = 1 in
+    # fp32) makes later p_n exactly 0; xlogy(p, p) would then back-propagate log(0) * 0 = NaN, so clamp inside the log.
+    log_p = torch.log(halting_dist.clamp_min(torch.finfo(halting_dist.dtype).tiny))
+    kl = (halting_dist * (log_p - prior.log())).sum(-1).mean()
     return PonderLoss(total=reconstruction + beta * kl, reconstruction=reconstruction, kl=kl)
 
 
