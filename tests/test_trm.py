@@ -297,8 +297,9 @@ def test_export_and_load_asset_round_trip(tmp_path):
     )
     trainer = build_trainer("trm-mlp-sudoku", cfg)
     trainer.fit()
-    path = export_asset(tmp_path / "last.pt", tmp_path / "asset.pt")
+    path = export_asset(tmp_path / "last.pt", tmp_path / "asset.pt", extra={"train_seconds": 1.5})
     asset = load_asset(path)
+    assert asset.info["train_seconds"] == 1.5 and asset.info["step"] == 3  # lesson 08 reads these
     assert asset.model._carry is None and not asset.model.training
     ema_model = trainer.eval_model()  # the asset holds the EMA weights
     for (n, p), (_, q) in zip(asset.model.named_parameters(), ema_model.named_parameters()):

@@ -629,13 +629,27 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("export", help="slim a training checkpoint into recursionlab/assets/NAME.pt")
     exp.add_argument("checkpoint")
     exp.add_argument("name")
+    exp.add_argument(
+        "--info",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra facts stored in the asset's meta (e.g. train_seconds=612); numbers are parsed as floats",
+    )
     abl = sub.add_parser("ablations", help="run lesson 08's TRM ablations and write a JSON file")
     abl.add_argument("out")
     abl.add_argument("--profile", default="laptop")
     abl.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.command == "export":
-        path = export_asset(args.checkpoint, ASSETS / f"{args.name}.pt")
+        extra = {}
+        for item in args.info:
+            key, value = item.split("=", 1)
+            try:
+                extra[key] = float(value)
+            except ValueError:
+                extra[key] = value
+        path = export_asset(args.checkpoint, ASSETS / f"{args.name}.pt", extra=extra)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
         return 0
     common = dict(item.split("=", 1) for item in args.sets)
