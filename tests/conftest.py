@@ -17,6 +17,18 @@ NOTEBOOK_LIMIT_S = float(os.environ.get("RECURSIONLAB_NOTEBOOK_LIMIT_S", "60"))
 _notebook_seconds: dict[str, float] = defaultdict(float)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test on one intra-op thread: the course's tiny models run far faster without a thread pool, and the
+    setting holds even when a caller exported a larger OMP_NUM_THREADS. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -26,15 +26,6 @@ from recursionlab.train.recipes.capstone import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matrices: one intra-op thread is much faster than two fighting over shared cores
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def smoke_cfg():
     return capstone_config("smoke")

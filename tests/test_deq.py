@@ -11,15 +11,6 @@ from recursionlab.solvers import fixed_point_iter
 from recursionlab.train.recipes import get_config, run_recipe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_digits_split_is_stratified_normalised_and_deterministic():
     split = load_digits_split(test_fraction=0.25, seed=0)
     assert split.x_train.shape[1] == split.x_test.shape[1] == 64

@@ -21,15 +21,6 @@ from recursionlab.solvers import (
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many tiny ops, which are far faster on one thread (no pool hand-offs); restore after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tanh_setup(scale: float, dim: int = 8, batch: int = 3, seed: int = 0):
     """W with spectral norm ``scale`` and an input x, both requiring grad (float64)."""
     gen = torch.Generator().manual_seed(seed)

@@ -16,15 +16,6 @@ from recursionlab.nn.norms import RMSNorm, rms_norm
 from recursionlab.nn.rotary import RotaryEmbedding, apply_rotary
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matrices: one intra-op thread is much faster than two fighting over shared cores
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_rms_norm_unit_rms_and_fp32_compute():
     torch.manual_seed(0)
     x = torch.randn(3, 5, 16) * 7

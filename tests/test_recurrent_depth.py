@@ -215,15 +215,6 @@ def test_bad_input_gives_clear_errors():
 
 
 # ------------------------------------------------------------------------------------------------ learning test
-@pytest.fixture
-def one_thread():
-    # tiny models on a shared CPU: one thread avoids OpenMP spin-waiting (10x slower under load)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_more_test_time_recurrences_solve_more_chains(one_thread):
     torch.manual_seed(0)
     cfg = get_config(

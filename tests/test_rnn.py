@@ -33,15 +33,6 @@ from recursionlab.train.recipes import run_recipe
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny recurrent models run far faster on one thread; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _random_problem(seed: int, nonlinearity: str = "tanh"):
     """Random shapes, weights, inputs and upstream gradients for one BPTT check."""
     g = torch.Generator().manual_seed(seed)

@@ -23,15 +23,6 @@ DTYPE = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many tiny ops, which are far faster on one thread (no pool hand-offs); restore after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def linear_problem(dim: int = 30, batch: int = 3, top: float = 0.99, seed: int = 0):
     """z = A z + b with symmetric A, eigenvalues spread in [0.1, top] (a slow mode near 1); exact solution too."""
     gen = torch.Generator().manual_seed(seed)

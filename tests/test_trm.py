@@ -15,15 +15,6 @@ from recursionlab.train.losses import stablemax_cross_entropy
 V, L = 6, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matrices: one intra-op thread is much faster than two fighting over shared cores
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_config(**kw) -> TRMConfig:
     base = dict(
         vocab_size=V,
