@@ -27,7 +27,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)" \
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --retries 1 "$(TORCH_SPEC)" \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)

@@ -4,7 +4,16 @@ import nbformat
 import pytest
 import torch
 
-from recursionlab.course.checks import check, compare_outputs
+from recursionlab.course.checks import (
+    CheckFailed,
+    check,
+    check_choice,
+    check_value,
+    compare_outputs,
+    graph_calls,
+    grading,
+    saved_tensor_count,
+)
 from recursionlab.course.exercises import MarkerError, stale_exercises, strip_solutions
 
 
@@ -57,7 +66,8 @@ def test_check_verdicts(capsys):
     assert not check("tanh", todo, reference, inputs)
     assert "not implemented yet" in capsys.readouterr().out
     assert not check("tanh", torch.sigmoid, reference, inputs)
-    assert "does not match" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "max abs difference" in out and "args = inputs(0)" in out and "far above rounding" in out
     assert not check("tanh", lambda x: x.reshape(2, 2), reference, inputs)
     assert "shape (2, 2), expected (4,)" in capsys.readouterr().out
     assert not check("tanh", lambda x: 1 / 0, reference, inputs)
@@ -69,3 +79,82 @@ def test_compare_outputs_nested():
     assert ok
     ok, msg = compare_outputs({"a": (torch.ones(2), 3)}, {"a": (torch.ones(2), 4)})
     assert not ok and "['a'][1]" in msg
+
+
+def test_grading_mode_raises_with_the_same_message(capsys, monkeypatch):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("RECURSIONLAB_GRADING", raising=False)
+
+    def inputs(seed):
+        return (torch.randn(3, generator=torch.Generator().manual_seed(seed)),)
+
+    def todo(x):
+        raise NotImplementedError
+
+    with grading():
+        assert check("tanh", torch.tanh, torch.tanh, inputs)  # a pass never raises
+        with pytest.raises(CheckFailed, match="max abs difference"):
+            check("tanh", torch.sigmoid, torch.tanh, inputs)
+        with pytest.raises(CheckFailed, match="not implemented yet"):
+            check("tanh", todo, torch.tanh, inputs)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # what nbgrader's autograder sets
+    with pytest.raises(AssertionError):
+        check_choice("pick", "a", "b", ["a", "b"])
+    with grading(False):  # an explicit "learner mode" wins over the environment
+        assert not check_choice("pick", "a", "b", ["a", "b"])
+
+
+def test_sequence_mismatch_names_first_time_step_and_rounding(capsys):
+    want = torch.zeros(2, 6, 3, dtype=torch.float64)
+    got = want.clone()
+    got[:, 4:] += 0.5
+    v = check("seq", lambda x: got, lambda x: want, lambda s: (s,), trials=1, time_dim=1)
+    assert not v and "first time step that differs is t=4" in capsys.readouterr().out
+    near = torch.ones(5, dtype=torch.float64) + 1e-9
+    ok, msg = compare_outputs(near, torch.ones(5, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert not ok and "rounding-level" in msg
+
+
+def test_named_outputs_in_messages(capsys):
+    a, b = torch.ones(2), torch.zeros(2)
+    v = check("pair", lambda s: (a, a), lambda s: (a, b), lambda s: (s,), trials=1, output_names=("z_H", "z_L"))
+    assert not v and "z_L: max abs difference" in capsys.readouterr().out
+
+
+def test_check_value_and_choice(capsys):
+    assert check_value("rate", 0.52, 0.5, rtol=0.1)
+    assert not check_value("rate", 0.8, 0.5, rtol=0.1)
+    assert "grader measures 0.5" in capsys.readouterr().out
+    assert not check_value("rate", float("nan"), 0.5)
+    assert not check_value("rate", ..., 0.5) and "not implemented" in capsys.readouterr().out
+    assert not check_choice("lr", 3.0, 1.0, [0.1, 1.0]) and "not one of the allowed" in capsys.readouterr().out
+    assert check_choice("lr", 1.0, 1.0, [0.1, 1.0])
+
+
+def test_verdict_shows_no_stray_bool():
+    v = check_choice("x", 1, 1, [1], quiet=True)
+    assert v and hasattr(v, "_ipython_display_") and v._ipython_display_() is None
+
+
+def test_saved_tensors_and_graph_calls_tell_detach_from_no_grad():
+    lin = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+
+    def no_grad_then_last():
+        h = x
+        with torch.no_grad():
+            for _ in range(3):
+                h = torch.tanh(lin(h))
+        return torch.tanh(lin(h))
+
+    def graph_then_detach():
+        h = x
+        for _ in range(3):
+            h = torch.tanh(lin(h))
+        return torch.tanh(lin(h.detach()))
+
+    (_, n_good), (_, n_bad) = saved_tensor_count(no_grad_then_last), saved_tensor_count(graph_then_detach)
+    assert n_bad > n_good > 0
+    _, flags_good = graph_calls(lin, no_grad_then_last)
+    _, flags_bad = graph_calls(lin, graph_then_detach)
+    assert flags_good == [False, False, False, True] and flags_bad == [True] * 4

@@ -1,0 +1,1 @@
+"""Exercise graders: one module per lesson (see recursionlab.course.checks)."""
