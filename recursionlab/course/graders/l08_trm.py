@@ -159,6 +159,18 @@ def check_recursion_last_k(recursion_last_k: Callable) -> Verdict:
 # Experiment: how many test-time segments does the trained TRM need?
 
 
+_EVALS: dict[tuple[int, int, int], object] = {}
+
+
+def _evaluate(model: TRM, puzzles, max_steps: int):
+    # graders re-measure; the same model on the same puzzles gives the same result, so measure once per session
+    key = (id(model), id(puzzles), max_steps)
+    if key not in _EVALS:
+        _EVALS.clear()
+        _EVALS[key] = evaluate_puzzles(model, puzzles, n_steps=max_steps)
+    return _EVALS[key]
+
+
 def reference_segments_to_plateau(model: TRM, puzzles, max_steps: int, tol: float = 0.01) -> int:
     """The fewest supervision steps S' <= ``max_steps`` whose exact accuracy is within ``tol`` of the accuracy
     after ``max_steps``."""
@@ -173,7 +185,8 @@ def check_segments_to_plateau(segments_to_plateau: Callable, model: TRM, puzzles
     ok, got = call_learner("segments_to_plateau", segments_to_plateau, model, puzzles, max_steps, tol, case=case)
     if not ok:
         return got
-    want = reference_segments_to_plateau(model, puzzles, max_steps, tol)
+    exact = _evaluate(model, puzzles, max_steps).exact_by_step
+    want = next(s + 1 for s, acc in enumerate(exact) if acc >= exact[-1] - tol)
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = int(got.item())
     if not isinstance(got, int) or isinstance(got, bool):
@@ -190,7 +203,7 @@ HALT_OPTIONS = ("earlier", "later", "about the same (within 0.5 segments)")
 def measured_halting_vs_plateau(model: TRM, puzzles, max_steps: int, tol: float = 0.01) -> str:
     """Does the Q head halt (mean first halting step) earlier or later than the accuracy plateau of
     :func:`reference_segments_to_plateau`? One of :data:`HALT_OPTIONS`."""
-    result = evaluate_puzzles(model, puzzles, n_steps=max_steps)
+    result = _evaluate(model, puzzles, max_steps)
     plateau = next(s + 1 for s, acc in enumerate(result.exact_by_step) if acc >= result.exact_by_step[-1] - tol)
     mean_halt = float(result.halt_steps.mean())
     if abs(mean_halt - plateau) <= 0.5:
