@@ -149,6 +149,14 @@ class ACTCarry:
 
 
 @dataclass
+class PuzzleRows:
+    """The puzzle-table rows a training forward used: rows (B, D) leaf tensor that gets the gradient; ids (B,)."""
+
+    rows: torch.Tensor
+    ids: torch.Tensor
+
+
+@dataclass
 class SegmentOutput:
     """One segment's outputs. logits: (B, L, V); q_halt_logits, q_continue_logits: (B,) float32;
     target_q_continue: (B,) in [0, 1] or None (HRM training only); labels: (B, L) of the puzzles now in the
@@ -244,9 +252,13 @@ class RecursiveReasoningModel(nn.Module):
         self.embed_scale = math.sqrt(D)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, D)
         trunc_normal_corrected_(self.embed_tokens.weight, std=1.0 / math.sqrt(D))
-        # --- puzzle embedding: one D-vector per puzzle id, zero-init, trained by sign-SGD (extra optimizer);
-        # excluded from the paper's parameter counts (the official code keeps it in a buffer).
-        self.puzzle_emb = nn.Parameter(torch.zeros(cfg.num_puzzle_ids, D)) if P > 0 else None
+        # --- puzzle embedding: one D-vector per puzzle id, zero-init. As in the official code the table is a
+        # persistent *buffer*, not a parameter: ARC-AGI-1 with augmentation has ~961k rows, so it must never
+        # get a dense gradient, a dense all-reduce or an EMA copy. A training forward reads the batch's rows
+        # into a small leaf tensor (B, D) that receives the gradient (see ``puzzle_rows``); the sparse sign-SGD
+        # optimizer (``recursionlab.train.optim.SparseSignSGD``) updates just those rows from it.
+        self.register_buffer("puzzle_emb", torch.zeros(cfg.num_puzzle_ids, D) if P > 0 else None)
+        self._puzzle_rows: PuzzleRows | None = None
         # --- positions
         total_len = cfg.seq_len + P
         self.rotary = None
@@ -272,11 +284,38 @@ class RecursiveReasoningModel(nn.Module):
     # ------------------------------------------------------------------ bookkeeping
     def num_parameters(self, include_puzzle_emb: bool = False) -> int:
         """Trainable parameter count; the puzzle-embedding table is excluded by default (as in the papers)."""
-        return sum(p.numel() for n, p in self.named_parameters() if include_puzzle_emb or n != "puzzle_emb")
+        table = self.puzzle_emb.numel() if include_puzzle_emb and self.puzzle_emb is not None else 0
+        return sum(p.numel() for p in self.parameters()) + table
 
     def param_groups(self) -> list[dict]:
-        """Optimizer groups for the main optimizer: every parameter except the puzzle embedding."""
-        return [{"params": [p for n, p in self.named_parameters() if n != "puzzle_emb"]}]
+        """Optimizer groups for the main optimizer: every parameter (the puzzle table is a buffer)."""
+        return [{"params": list(self.parameters())}]
+
+    def ddp_ignored_names(self) -> list[str]:
+        """Tensors DDP must neither broadcast nor all-reduce: the puzzle table (ranks keep it identical by
+        applying the same sparse update from the gathered rows)."""
+        return [] if self.puzzle_emb is None else ["puzzle_emb"]
+
+    def puzzle_rows(self, puzzle_ids: torch.Tensor) -> torch.Tensor:
+        """The puzzle-table rows of ``puzzle_ids`` (B,) -> (B, D).
+
+        In a training forward with grad enabled the rows are copied into a fresh leaf tensor that receives the
+        gradient, one row per slot (the official ``CastedSparseEmbedding``); :meth:`take_puzzle_grad` hands
+        it to the optimizer. Otherwise (evaluation, no_grad) the table is read directly.
+        """
+        if not (self.training and torch.is_grad_enabled()):
+            return self.puzzle_emb[puzzle_ids]
+        rows = self.puzzle_emb[puzzle_ids].detach().requires_grad_(True)
+        self._puzzle_rows = PuzzleRows(rows, puzzle_ids.detach())
+        return rows
+
+    def take_puzzle_grad(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ids (B,), gradient (B, D)) of the last training forward's puzzle rows, then forget them; None if
+        there was no such forward or its rows got no gradient."""
+        rows, self._puzzle_rows = self._puzzle_rows, None
+        if rows is None or rows.rows.grad is None:
+            return None
+        return rows.ids, rows.rows.grad
 
     def get_extra_state(self) -> dict:
         return {} if self._carry is None else {k: v.detach().cpu() for k, v in self._carry.as_dict().items()}
@@ -305,12 +344,11 @@ class RecursiveReasoningModel(nn.Module):
             B, P = inputs.shape[0], self.prefix_len
             prefix = torch.zeros(B, P, cfg.hidden, dtype=x.dtype, device=x.device)
             # only the first prefix position carries the puzzle embedding (TRM: the other 15 stay zero)
-            prefix = torch.cat(
-                (F.embedding(puzzle_ids, self.puzzle_emb).to(x.dtype).unsqueeze(1), prefix[:, 1:]), 1
-            )
+            prefix = torch.cat((self.puzzle_rows(puzzle_ids).to(x.dtype).unsqueeze(1), prefix[:, 1:]), 1)
             x = torch.cat((prefix, x), dim=1)
         if self.embed_pos is not None:
-            x = (x + self.embed_pos.to(x.dtype)) / math.sqrt(2.0)  # keep unit scale after the sum
+            # keep unit scale after the sum; the official code multiplies by this rounded 1/sqrt(2)
+            x = 0.707106781 * (x + self.embed_pos.to(x.dtype))
         return self.embed_scale * x
 
     # ------------------------------------------------------------------ one segment (subclasses)
