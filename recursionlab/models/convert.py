@@ -551,3 +551,68 @@ def load_converted(path: str | os.PathLike) -> ConvertedModel:
     model = model.to(dtype)
     model.load_state_dict({**state, "_extra_state": {}})
     return ConvertedModel(model, kind, dict(payload.get("official_config", {})))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files (what the ``python -m recursionlab convert`` verb calls)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def detect_library_kind(state: Mapping[str, torch.Tensor]) -> str:
+    """"trm" for a library state dict with a single network ``net``, "hrm" for one with ``H_level``."""
+    if any(k.startswith("net.blocks.") for k in state):
+        return "trm"
+    if any(k.startswith("H_level.blocks.") for k in state):
+        return "hrm"
+    raise ConversionError("the state dict has neither 'net.blocks' (TRM) nor 'H_level.blocks' (HRM): not an HRM/TRM")
+
+
+def read_library_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str | None, dict[str, Any]]:
+    """The library HRM/TRM weights of a converted file, a shipped asset or a training checkpoint (the EMA
+    weights where the run kept an EMA). Returns (state, kind or None, official config or {})."""
+    try:
+        payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConversionError(f"{os.fspath(path)!r} is not a readable PyTorch file (truncated?): {err}") from err
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("model"), Mapping):
+        raise ConversionError(f"{os.fspath(path)!r} is not a recursionlab model file (no 'model' state dict)")
+    state = {k: v for k, v in payload["model"].items() if k != "_extra_state"}
+    ema = payload.get("ema")
+    if isinstance(ema, Mapping) and isinstance(ema.get("shadow"), Mapping):
+        for name, shadow in ema["shadow"].items():
+            if name in state and name != "puzzle_emb":
+                state[name] = shadow.to(state[name].dtype)
+    kind = payload.get("kind") if payload.get("format") == CONVERTED_FORMAT else None
+    return state, kind, dict(payload.get("official_config") or {})
+
+
+def convert_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    kind: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    export: bool = False,
+    prefix: str = OFFICIAL_CHECKPOINT_PREFIX,
+) -> str:
+    """official -> library (default) or library -> official (``export``) file conversion; returns a summary.
+
+    Import writes a :func:`save_converted` payload; export writes a bare official state dict under ``prefix``
+    (the official ``pretrain.py`` loads ``_orig_mod.model.``-prefixed keys).
+    """
+    if not export:
+        converted = load_official(src, kind, config)
+        save_converted(converted, dst)
+        cfg = converted.model.config
+        return (
+            f"converted official {converted.kind.upper()} -> {os.fspath(dst)}: hidden {cfg.hidden}, "
+            f"{cfg.L_layers} L / {cfg.H_layers} H blocks, {cfg.num_puzzle_ids:,} puzzle ids, "
+            f"{converted.model.num_parameters():,} parameters (+ puzzle table)"
+        )
+    state, stored_kind, official_cfg = read_library_state(src)
+    kind = (kind or stored_kind or detect_library_kind(state)).lower()
+    if kind not in MODEL_KINDS:
+        raise ConversionError(f"unknown model kind {kind!r}; allowed: {', '.join(MODEL_KINDS)}")
+    forward_dtype = dict(config or {}).get("forward_dtype") or official_cfg.get("forward_dtype")
+    official = library_to_official_state(state, kind, prefix, forward_dtype)
+    torch.save(official, os.fspath(dst))
+    return f"exported {kind.upper()} -> {os.fspath(dst)}: {len(official)} official tensors under {prefix!r}"
