@@ -89,9 +89,10 @@ def test_training_steps_reproduce_the_official_code(fixture):
             _check(f"{at} carry {ours}", getattr(carry, ours), _get(rec, f"carry/current_data/{theirs}"))
         # the loss terms are summed in another order than the official head's: float32-level last bits
         _check(f"{at} loss", loss.loss.detach() * 4, rec["loss"], rel=1e-7)
-        _check(f"{at} lm_loss", torch.tensor(loss.metrics["lm_loss"] * 4, dtype=torch.float64), _get(rec, "metrics/lm_loss"), rel=1e-12)
-        _check(f"{at} q_halt_loss", torch.tensor(loss.metrics["q_halt_loss"] * 4), _get(rec, "metrics/q_halt_loss"),
-               rel=1e-6)
+        lm_loss = torch.tensor(loss.metrics["lm_loss"] * 4, dtype=torch.float64)
+        _check(f"{at} lm_loss", lm_loss, _get(rec, "metrics/lm_loss"), rel=1e-12)
+        q_halt_loss = torch.tensor(loss.metrics["q_halt_loss"] * 4)
+        _check(f"{at} q_halt_loss", q_halt_loss, _get(rec, "metrics/q_halt_loss"), rel=1e-6)
         for name, value in _official_metrics(out, carry.labels).items():
             _check(f"{at} metric {name}", value, _get(rec, f"metrics/{name}"), rel=1e-6)
         grads = rec["grads"]

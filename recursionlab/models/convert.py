@@ -299,7 +299,9 @@ def infer_config(
         elif "puzzle_emb_len" in arch:  # given as 0 -> official rule
             prefix = auto_prefix
         else:
-            problems.append("puzzle_emb_len is not stored in the weights (TRM default 16): give puzzle_emb_len or seq_len")
+            problems.append(
+                "puzzle_emb_len is not stored in the weights (TRM default 16): give puzzle_emb_len or seq_len"
+            )
             prefix = 0
     if total is not None:
         seq_len = given("seq_len", total - prefix)
