@@ -7,9 +7,12 @@ batch's (id, gradient row) pairs. This script trains an HRM with such a table fo
 
 * ``ddp_allreduce_bytes``: the gradient buckets DDP all-reduces (a comm hook sums their sizes);
 * ``gather_bytes``: what the sparse optimizer sends to its all-gathers (ids + rows);
-* ``dense_table_bytes``: what one more all-reduce of a dense table gradient would carry (its size).
+* ``dense_table_bytes``: the size of a dense table gradient.
 
-    torchrun --nproc_per_node=2 benchmarks/puzzle_table_comm.py OUT [--rows 960961 --hidden 512]
+With ``--dense`` the table is instead a parameter with a dense gradient (the behaviour before the fix), and the
+comm hook then measures DDP all-reducing it.
+
+    torchrun --nproc_per_node=2 benchmarks/puzzle_table_comm.py OUT [--rows 960961 --hidden 512] [--dense]
     python benchmarks/puzzle_table_comm.py OUT          # one process: the single-process reference
 
 It writes ``OUT.RANK.json`` (parameters, table, losses, byte counts); tests/test_puzzle_table.py runs it at a
@@ -22,24 +25,46 @@ import argparse
 import json
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from recursionlab.models.hrm import HRM, HRMConfig
 from recursionlab.train.config import TrainConfig
 from recursionlab.train.engine import Trainer
-from recursionlab.train.optim import SparseSignSGD
+from recursionlab.train.optim import SignSGD, SparseSignSGD
 from recursionlab.train.recipes.reasoning import reasoning_loss_fn
 
 ARC1_PUZZLE_IDS = 960_961  # 960 augmentations x 1001 tasks + the blank id
 
 
-def run(out: str, rows: int, hidden: int, steps: int, batch: int, seq_len: int = 8, vocab: int = 6) -> dict:
+class DenseTableHRM(HRM):
+    """For comparison only: the behaviour before the table became sparse -- a parameter with a dense (N, D)
+    gradient that DDP all-reduces, trained by the dense sign-SGD."""
+
+    def __init__(self, cfg: HRMConfig) -> None:
+        super().__init__(cfg)
+        table = self._buffers.pop("puzzle_emb")
+        self.puzzle_emb = nn.Parameter(table)
+
+    def ddp_ignored_names(self) -> list[str]:
+        return []
+
+    def puzzle_rows(self, puzzle_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(puzzle_ids, self.puzzle_emb)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for n, p in self.named_parameters() if n != "puzzle_emb"]}]
+
+
+def run(out: str, rows: int, hidden: int, steps: int, batch: int, seq_len: int = 8, vocab: int = 6,
+        dense: bool = False) -> dict:
     """Train a small HRM with a ``rows`` x ``hidden`` puzzle table for ``steps`` steps; write and return what
-    this rank measured (see the module docstring)."""
+    this rank measured (see the module docstring). ``dense``: the dense-gradient table, for comparison."""
     torch.manual_seed(0)
     cfg = HRMConfig(vocab_size=vocab, seq_len=seq_len, num_puzzle_ids=rows, hidden=hidden, n_heads=2,
                     H_layers=1, L_layers=1, H_cycles=1, L_cycles=2, halt_max_steps=3, halt_exploration_prob=0.0,
                     ffn_multiple_of=8)
-    model = HRM(cfg)
+    model = (DenseTableHRM if dense else HRM)(cfg)
 
     def batch_fn(step: int) -> dict:
         g = torch.Generator().manual_seed(1000 + step)
@@ -50,9 +75,13 @@ def run(out: str, rows: int, hidden: int, steps: int, batch: int, seq_len: int =
 
     train = TrainConfig(steps=steps, lr=3e-3, optimizer="adam_atan2", weight_decay=0.1, betas=(0.9, 0.95),
                         grad_clip=None, precision="fp32", device="cpu", log_every=1, progress=False)
+    def table_optimizer(m: HRM) -> list[torch.optim.Optimizer]:
+        if dense:
+            return [SignSGD([m.puzzle_emb], lr=1e-2, weight_decay=0.1)]
+        return [SparseSignSGD(m.puzzle_emb, m.take_puzzle_grad, lr=1e-2, weight_decay=0.1)]
+
     trainer = Trainer(model, reasoning_loss_fn(), batch_fn, train, param_groups=lambda m: m.param_groups(),
-                      extra_optimizers=lambda m: [SparseSignSGD(m.puzzle_emb, m.take_puzzle_grad, lr=1e-2,
-                                                                weight_decay=0.1)])
+                      extra_optimizers=table_optimizer)
     allreduced = [0]
     if trainer.dist.enabled:
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -73,12 +102,14 @@ def run(out: str, rows: int, hidden: int, steps: int, batch: int, seq_len: int =
         "local_batch": batch // trainer.dist.world_size,
         "steps": steps,
         "params": torch.cat([p.detach().flatten() for p in trainer.model.parameters()]).tolist(),
-        "param_bytes": sum(p.numel() * p.element_size() for p in trainer.model.parameters()),
+        "dense": dense,
+        "param_bytes": sum(p.numel() * p.element_size() for n, p in trainer.model.named_parameters()
+                           if n != "puzzle_emb"),
         "table_used_rows": table[: min(rows, batch)].flatten().tolist(),
         "table_rest_abs_sum": float(table[min(rows, batch):].abs().sum()),
         "loss": trainer.history.series("loss")[1],
         "ddp_allreduce_bytes_per_step": allreduced[0] / steps,
-        "gather_bytes_per_step": sparse_opt.bytes_communicated / steps,
+        "gather_bytes_per_step": getattr(sparse_opt, "bytes_communicated", 0) / steps,
         "dense_table_bytes_per_step": table.numel() * table.element_size(),
     }
     with open(f"{out}.{result['rank']}.json", "w") as fh:
@@ -93,8 +124,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8, help="global batch")
+    parser.add_argument("--dense", action="store_true", help="the dense-gradient table, for comparison")
     args = parser.parse_args()
-    r = run(args.out, args.rows, args.hidden, args.steps, args.batch)
+    r = run(args.out, args.rows, args.hidden, args.steps, args.batch, dense=args.dense)
     if r["rank"] == 0:
         print(json.dumps({k: v for k, v in r.items() if k not in ("params", "table_used_rows", "loss")}, indent=2))
 

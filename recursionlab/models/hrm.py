@@ -149,14 +149,6 @@ class ACTCarry:
 
 
 @dataclass
-class PuzzleRows:
-    """The puzzle-table rows a training forward used: rows (B, D) leaf tensor that gets the gradient; ids (B,)."""
-
-    rows: torch.Tensor
-    ids: torch.Tensor
-
-
-@dataclass
 class SegmentOutput:
     """One segment's outputs. logits: (B, L, V); q_halt_logits, q_continue_logits: (B,) float32;
     target_q_continue: (B,) in [0, 1] or None (HRM training only); labels: (B, L) of the puzzles now in the
@@ -258,7 +250,6 @@ class RecursiveReasoningModel(nn.Module):
         # into a small leaf tensor (B, D) that receives the gradient (see ``puzzle_rows``); the sparse sign-SGD
         # optimizer (``recursionlab.train.optim.SparseSignSGD``) updates just those rows from it.
         self.register_buffer("puzzle_emb", torch.zeros(cfg.num_puzzle_ids, D) if P > 0 else None)
-        self._puzzle_rows: PuzzleRows | None = None
         # --- positions
         total_len = cfg.seq_len + P
         self.rotary = None
@@ -293,29 +284,51 @@ class RecursiveReasoningModel(nn.Module):
 
     def ddp_ignored_names(self) -> list[str]:
         """Tensors DDP must neither broadcast nor all-reduce: the puzzle table (ranks keep it identical by
-        applying the same sparse update from the gathered rows)."""
-        return [] if self.puzzle_emb is None else ["puzzle_emb"]
+        applying the same sparse update from the gathered rows) and its per-batch row buffers."""
+        names = [] if self.puzzle_emb is None else ["puzzle_emb"]
+        return names + [n for n in ("puzzle_rows_local", "puzzle_ids_local") if getattr(self, n, None) is not None]
 
     def puzzle_rows(self, puzzle_ids: torch.Tensor) -> torch.Tensor:
         """The puzzle-table rows of ``puzzle_ids`` (B,) -> (B, D).
 
-        In a training forward with grad enabled the rows are copied into a fresh leaf tensor that receives the
-        gradient, one row per slot (the official ``CastedSparseEmbedding``); :meth:`take_puzzle_grad` hands
-        it to the optimizer. Otherwise (evaluation, no_grad) the table is read directly.
+        In a training forward with grad enabled the rows are copied into a per-batch leaf buffer
+        ``puzzle_rows_local`` (B, D) that receives the gradient, one row per slot, with the ids in
+        ``puzzle_ids_local`` (the official ``CastedSparseEmbedding``; the in-place copy keeps it usable under
+        ``torch.compile(fullgraph=True)`` once the buffer exists -- :meth:`initial_carry` allocates it).
+        :meth:`take_puzzle_grad` hands the rows' gradient to the optimizer. Otherwise (evaluation, no_grad)
+        the table is read directly.
         """
         if not (self.training and torch.is_grad_enabled()):
             return self.puzzle_emb[puzzle_ids]
-        rows = self.puzzle_emb[puzzle_ids].detach().requires_grad_(True)
-        self._puzzle_rows = PuzzleRows(rows, puzzle_ids.detach())
-        return rows
+        self._ensure_puzzle_buffers(puzzle_ids.shape[0])
+        with torch.no_grad():
+            self.puzzle_rows_local.copy_(self.puzzle_emb[puzzle_ids])
+            self.puzzle_ids_local.copy_(puzzle_ids)
+        return self.puzzle_rows_local
+
+    def _ensure_puzzle_buffers(self, batch: int) -> None:
+        rows = getattr(self, "puzzle_rows_local", None)
+        table = self.puzzle_emb
+        if (
+            table is None
+            or (rows is not None and rows.is_leaf and rows.shape[0] == batch and rows.device == table.device
+                and rows.dtype == table.dtype)
+        ):
+            return
+        # (re)allocated when missing, when the batch size changed, or after .to() made it a non-leaf copy
+        leaf = torch.zeros(batch, table.shape[1], dtype=table.dtype, device=table.device, requires_grad=True)
+        self.register_buffer("puzzle_rows_local", leaf, persistent=False)
+        self.register_buffer("puzzle_ids_local", torch.zeros(batch, dtype=torch.long, device=table.device),
+                             persistent=False)
 
     def take_puzzle_grad(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(ids (B,), gradient (B, D)) of the last training forward's puzzle rows, then forget them; None if
-        there was no such forward or its rows got no gradient."""
-        rows, self._puzzle_rows = self._puzzle_rows, None
-        if rows is None or rows.rows.grad is None:
+        """(ids (B,), gradient (B, D)) of the puzzle rows of the last training forward(s), then clear the
+        gradient; None if there is none. Called by the sparse optimizer's step."""
+        rows = getattr(self, "puzzle_rows_local", None)
+        if rows is None or rows.grad is None:
             return None
-        return rows.ids, rows.rows.grad
+        grad, rows.grad = rows.grad, None
+        return self.puzzle_ids_local.clone(), grad
 
     def get_extra_state(self) -> dict:
         return {} if self._carry is None else {k: v.detach().cpu() for k, v in self._carry.as_dict().items()}
@@ -371,6 +384,7 @@ class RecursiveReasoningModel(nn.Module):
         """A carry whose slots are all marked halted, so the next segment loads fresh puzzles into them."""
         B, S, D = inputs.shape[0], self.config.seq_len + self.prefix_len, self.config.hidden
         dev = inputs.device
+        self._ensure_puzzle_buffers(B)  # allocated here, outside a compiled segment
         return ACTCarry(
             z_H=self.H_init.expand(B, S, D).clone(),
             z_L=self.L_init.expand(B, S, D).clone(),
