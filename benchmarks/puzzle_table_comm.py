@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recursionlab.models.hrm import HRM, HRMConfig
+from recursionlab.models.hrm import HRM, HRMConfig, act_loss
 from recursionlab.train.config import TrainConfig
-from recursionlab.train.engine import Trainer
+from recursionlab.train.engine import StepOutput, Trainer
 from recursionlab.train.optim import SignSGD, SparseSignSGD
-from recursionlab.train.recipes.reasoning import reasoning_loss_fn
 
 ARC1_PUZZLE_IDS = 960_961  # 960 augmentations x 1001 tasks + the blank id
 
@@ -54,6 +53,11 @@ class DenseTableHRM(HRM):
 
     def param_groups(self) -> list[dict]:
         return [{"params": [p for n, p in self.named_parameters() if n != "puzzle_emb"]}]
+
+
+def _loss(model: nn.Module, batch: dict) -> StepOutput:
+    res = act_loss(model(batch["inputs"], batch["labels"], batch["puzzle_ids"]))
+    return StepOutput(res.loss, res.metrics)
 
 
 def run(out: str, rows: int, hidden: int, steps: int, batch: int, seq_len: int = 8, vocab: int = 6,
@@ -80,7 +84,7 @@ def run(out: str, rows: int, hidden: int, steps: int, batch: int, seq_len: int =
             return [SignSGD([m.puzzle_emb], lr=1e-2, weight_decay=0.1)]
         return [SparseSignSGD(m.puzzle_emb, m.take_puzzle_grad, lr=1e-2, weight_decay=0.1)]
 
-    trainer = Trainer(model, reasoning_loss_fn(), batch_fn, train, param_groups=lambda m: m.param_groups(),
+    trainer = Trainer(model, _loss, batch_fn, train, param_groups=lambda m: m.param_groups(),
                       extra_optimizers=table_optimizer)
     allreduced = [0]
     if trainer.dist.enabled:

@@ -102,18 +102,20 @@ def _free_port() -> int:
 
 
 def test_two_gloo_ranks_match_one_process_and_communicate_only_batch_rows(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", RECURSIONLAB_PROGRESS="0")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    from benchmarks.puzzle_table_comm import run
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", RECURSIONLAB_PROGRESS="0", WORLD_SIZE="2",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     args = ["--rows", "40", "--hidden", "16", "--steps", "4", "--batch", "8"]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(BENCH),
-                          str(tmp_path / "ddp"), *args], env=env, capture_output=True, text=True, timeout=240)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(BENCH), str(tmp_path / "one"), *args], env=env,
-                         capture_output=True, text=True, timeout=240)
-    assert one.returncode == 0, one.stderr[-3000:]
-    r0, r1, single = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ddp.0", "ddp.1", "one.0"))
+    # two gloo ranks started directly (what torchrun would set up), the single-process reference in this process
+    ranks = [subprocess.Popen([sys.executable, str(BENCH), str(tmp_path / "ddp"), *args],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    single = run(str(tmp_path / "one"), rows=40, hidden=16, steps=4, batch=8)
+    for proc in ranks:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"ddp.{r}.json").read_text()) for r in (0, 1))
     assert (r0["world"], single["world"]) == (2, 1)
     # the ranks stay identical, table included (each applies the same update from the gathered rows)...
     assert r0["params"] == r1["params"] and r0["table_used_rows"] == r1["table_used_rows"]

@@ -3,7 +3,7 @@
 Read top to bottom: configuration -> input network f_I -> reasoning modules f_L, f_H -> one *segment* of
 recursion with the 1-step gradient -> the carry across deep-supervision segments -> ACT halting by Q-learning
 -> the loss -> test-time solving. Where the paper and the official code (sapientinc/HRM) disagree we follow
-the code (see ``shared/reference/hrm_trm.md``).
+the code; ``tests/test_conformance.py`` checks this module against fixtures recorded with the official code.
 
 Notation (paper section 2). Input x (a puzzle as L tokens), input embedding x~ = f_I(x). Two recurrent states
 z_H (slow, "high level") and z_L (fast, "low level"), both (B, P + L, D) with P prefix positions. One segment
