@@ -6,6 +6,7 @@ Examples::
     python -m recursionlab train tiny-classifier --profile laptop --set train.lr=1e-3 --set hidden=128
     python -m recursionlab train trm-sudoku --profile gpu --resume runs/trm-sudoku-gpu/last.pt
     torchrun --nproc_per_node=4 -m recursionlab train trm-sudoku --profile paper
+    python -m recursionlab convert official.pt --to hrm.pt --config all_config.yaml
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field, dotted for nested ones (e.g. train.lr=3e-4)")
     train.add_argument("--resume", default=None, help="checkpoint to resume from")
     train.add_argument("--out", default=None, help="checkpoint folder (default runs/RECIPE-PROFILE)")
+    conv = sub.add_parser("convert", help="convert an official HRM/TRM checkpoint to the library (or back)")
+    conv.add_argument("path", help="official checkpoint (or, with --export-official, a library model file)")
+    conv.add_argument("--to", required=True, help="output file")
+    conv.add_argument("--model", choices=("hrm", "trm"), default=None, help="model kind (default: detected)")
+    conv.add_argument("--config", default=None, help="the official run's all_config.yaml")
+    conv.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                      help="an official arch field the weights do not store (e.g. num_heads=8, H_cycles=2)")
+    conv.add_argument("--export-official", action="store_true", help="library model -> official state dict")
     return parser
 
 
@@ -57,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = build_parser().parse_args(argv)
+    if args.command == "convert":
+        return _convert(args)
     try:
         if args.command == "list":
             for name, recipe in list_recipes().items():
@@ -86,6 +97,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"checkpoint: {config.train.checkpoint_path}")
         return 0
     except (UnknownRecipeError, UnknownConfigKeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    from recursionlab.models.convert import ConversionError, convert_file, read_official_config
+
+    try:
+        config = read_official_config(args.config) if args.config else {}
+        config.update({k: yaml.safe_load(v) for k, v in _parse_sets(args.sets).items()})
+        print(convert_file(args.path, args.to, args.model, config, export=args.export_official))
+        return 0
+    except (ConversionError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -78,3 +78,25 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     dist.all_reduce(t)
     t = (t / info.world_size).cpu()
     return {n: float(v) for n, v in zip(names, t)}
+
+
+def sparse_tensor_names(model: torch.nn.Module) -> set[str]:
+    """Qualified names of the tensors some submodule declares through ``ddp_ignored_names()``: large tables
+    updated sparsely by their own optimizer (HRM/TRM's puzzle embedding), kept out of DDP and of the EMA."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "ddp_ignored_names", None)
+        if callable(declared):
+            names |= {f"{prefix}.{n}" if prefix else n for n in declared()}
+    return names
+
+
+def ignore_sparse_tensors_in_ddp(model: torch.nn.Module) -> None:
+    """Tell DDP (before wrapping ``model``) to neither broadcast nor all-reduce the sparse tables: a dense
+    all-reduce of a 961k-row ARC puzzle table would move ~2 GB per step; their optimizer all-gathers only the
+    batch's rows instead."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    names = sorted(sparse_tensor_names(model))
+    if names:
+        DDP._set_params_and_buffers_to_ignore_for_model(model, names)

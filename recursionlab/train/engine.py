@@ -130,7 +130,10 @@ class Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            from recursionlab.train.distributed import ignore_sparse_tensors_in_ddp
+
             ids = [self.device.index] if self.device.type == "cuda" else None
+            ignore_sparse_tensors_in_ddp(self.model)  # sparse tables: their optimizer gathers the batch rows
             self._forward_model = DDP(self.model, device_ids=ids)
         if config.compile:
             self._forward_model = torch.compile(self._forward_model)
