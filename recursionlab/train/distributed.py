@@ -78,3 +78,33 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     dist.all_reduce(t)
     t = (t / info.world_size).cpu()
     return {n: float(v) for n, v in zip(names, t)}
+
+
+def all_reduce_max(value: int, info: DistInfo) -> int:
+    """The largest ``value`` over all processes (e.g. 'has any process been asked to stop?')."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([int(value)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def broadcast_from_main(obj, info: DistInfo):
+    """Process 0's ``obj`` (any picklable value) on every process."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_to_main(obj, info: DistInfo) -> list | None:
+    """``[obj of process 0, obj of process 1, ...]`` on process 0 and ``None`` elsewhere; ``None`` when running
+    alone (nothing to gather)."""
+    if not info.enabled:
+        return None
+    out = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
