@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from recursionlab.profiles import PROFILES, UnknownProfileError, active_profile
+from recursionlab.profiles import ENV_VAR, PROFILES, UnknownProfileError, active_profile
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -144,7 +144,8 @@ def _run(args, argv: list[str], state: dict) -> int:
             print(f"{name:32s} {recipe.description}  [profiles: {', '.join(recipe.profiles)}]")
         return 0
     overrides = _parse_sets(args.sets)
-    profile = normalize_profile(args.profile) if args.profile else active_profile()
+    requested = args.profile or os.environ.get(ENV_VAR, "").strip()  # 'paper' is valid here, not in lessons
+    profile = normalize_profile(requested) if requested else active_profile()
     config = _with_checkpoint_defaults(get_config(args.recipe, profile, overrides), args, profile)
     if args.command == "show":
         print(json.dumps(shown_config(config), indent=2, default=str))
