@@ -68,6 +68,18 @@ def test_resume_applies_new_hyperparameters_and_says_what_changed(tmp_path, caps
     assert load_checkpoint(tmp_path / "last.pt")["train_config"]["lr"] == 0.0  # and the record is the truth
 
 
+def test_cli_resume_continues_the_run_as_configured_unless_told(tmp_path, capsys):
+    assert _cli(capsys, *_tiny(tmp_path, 2, "--set", "train.lr=0.005"))[0] == 0
+    path = str(tmp_path / "last.pt")
+    base = ["train", "tiny-classifier", "--profile", "smoke", "--resume", path]  # --out: the folder of --resume
+    rc, out, _ = _cli(capsys, *base, "--set", "train.steps=3")
+    assert rc == 0 and "resumed from step 2 of 3" in out and "changed on resume: steps 2 -> 3" in out
+    assert "lr" not in out.split("changed on resume:")[1].splitlines()[0]  # the run's lr 0.005 continues
+    assert load_checkpoint(path)["train_config"]["lr"] == 0.005 and load_checkpoint(path)["step"] == 3
+    rc, out, _ = _cli(capsys, *base)
+    assert rc == 0 and "nothing to do" in out and "changed on resume" not in out
+
+
 def test_resume_refuses_another_optimizer_seed_or_model(tmp_path):
     _trainer("tiny-classifier", tmp_path, **{"train.steps": 1}).fit()
     path = tmp_path / "last.pt"

@@ -138,13 +138,26 @@ def check_writable(path: str | os.PathLike, need_bytes: int = 0) -> None:
         )
 
 
-def checkpoint_step(path: str | os.PathLike) -> int | None:
-    """The step stored in checkpoint ``path`` (memory-mapped, cheap), or ``None`` if it cannot be read."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(payload["step"])
-    except Exception:  # noqa: BLE001 - any unreadable file simply has no known step
+def _peek(path: str | os.PathLike) -> dict | None:
+    try:  # memory-mapped: reading a few plain fields of a large checkpoint stays cheap
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return payload if isinstance(payload, dict) and payload.get("format") == FORMAT else None
+    except Exception:  # noqa: BLE001 - an unreadable file simply tells nothing; load_checkpoint explains
         return None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step stored in checkpoint ``path``, or ``None`` if it cannot be read."""
+    payload = _peek(path)
+    return int(payload["step"]) if payload is not None and "step" in payload else None
+
+
+def checkpoint_train_config(path: str | os.PathLike) -> dict:
+    """The training settings stored in checkpoint ``path`` (``{}`` if it cannot be read)."""
+    payload = _peek(path)
+    return dict(payload.get("train_config") or {}) if payload is not None else {}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

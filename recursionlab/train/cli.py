@@ -7,7 +7,10 @@ Examples::
     python -m recursionlab train trm-sudoku --profile gpu --resume runs/trm-sudoku-gpu/last.pt
     torchrun --nproc_per_node=4 -m recursionlab train trm-sudoku --profile paper
 
-``train`` refuses to replace an existing run's checkpoint unless told (``--resume`` it, ``--overwrite`` it, or
+``--resume`` continues a run as it was configured (steps, optimiser, schedule, cadences from the checkpoint);
+``--set train.X=...`` changes a setting from there on (printed as "changed on resume"; see
+``recursionlab.train.engine`` for what a resume may change and what it refuses). ``train`` refuses to replace an
+existing run's checkpoint unless told (``--resume`` it, ``--overwrite`` it, or
 choose another ``--out``). Errors a user can fix print one line ``error: ...`` and exit non-zero (2: bad input or a
 refused resume/overwrite, 3: training diverged, 4: the checkpoint folder cannot be written); SIGTERM/SIGINT
 write a checkpoint at the next step, print how to resume and exit with 128 + the signal number. Anything else is
@@ -75,6 +78,25 @@ def _with_checkpoint_defaults(config, args, profile: str):
     return config
 
 
+# What defines a run: on --resume these continue from the checkpoint unless --set changes them. The machine and
+# output settings (device, precision, compile, progress, checkpoint_path, checkpoint_every) come from this command.
+RUN_SETTINGS = ("steps", "lr", "optimizer", "weight_decay", "betas", "momentum", "warmup_steps", "schedule",
+                "min_lr_ratio", "grad_clip", "ema_decay", "log_every", "eval_every", "seed")
+
+
+def _continue_run_settings(config, resume: str, overrides: dict[str, str]):
+    """The run's own training settings from the checkpoint, except those given now with ``--set train.X``."""
+    from recursionlab.train.checkpoint import checkpoint_train_config
+
+    saved = checkpoint_train_config(resume)
+    explicit = {key.split(".", 1)[1] for key in overrides if key.startswith("train.")}
+    for name in RUN_SETTINGS:
+        if name in saved and name not in explicit:
+            setattr(config.train, name, tuple(saved[name]) if name == "betas" else saved[name])
+    config.train.validate()
+    return config
+
+
 def _refuse_overwrite(path: Path, args) -> None:
     from recursionlab.train.checkpoint import checkpoint_step
 
@@ -121,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             print(f"{err}{how}", file=sys.stderr, flush=True)
         return 128 + int(err.signum)
+    except BrokenPipeError:  # e.g. `show ... | head`: the reader left, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("aborted (second interrupt): nothing saved since the last checkpoint", file=sys.stderr)
         return 130
@@ -146,14 +171,16 @@ def _run(args, argv: list[str], state: dict) -> int:
     overrides = _parse_sets(args.sets)
     requested = args.profile or os.environ.get(ENV_VAR, "").strip()  # 'paper' is valid here, not in lessons
     profile = normalize_profile(requested) if requested else active_profile()
-    config = _with_checkpoint_defaults(get_config(args.recipe, profile, overrides), args, profile)
-    if args.command == "show":
-        print(json.dumps(shown_config(config), indent=2, default=str))
-        return 0
-    if args.resume:
+    config = get_config(args.recipe, profile, overrides)
+    if getattr(args, "resume", None):
         from recursionlab.train.checkpoint import require_checkpoint_file
 
         require_checkpoint_file(args.resume)  # a missing or folder --resume fails here, before any building
+        config = _continue_run_settings(config, args.resume, overrides)
+    config = _with_checkpoint_defaults(config, args, profile)
+    if args.command == "show":
+        print(json.dumps(shown_config(config), indent=2, default=str))
+        return 0
     _refuse_overwrite(Path(config.train.checkpoint_path), args)
     trainer = build_trainer(args.recipe, config)
     state.update(world_size=trainer.dist.world_size, rank=trainer.dist.rank)

@@ -17,18 +17,20 @@ Checkpoints, resume and faults (what the trainer promises):
 
 * **Resume** (``Trainer.load`` / ``--resume``) restores the weights, optimiser state, EMA, history, the step,
   and every process's own state (random streams, logging window, the HRM/TRM training carry) so that an
-  interrupted run continues bit-exactly. The configuration of the *new* run applies from the resumed step on:
-  a resume **may change** the learning rate, weight decay, betas/momentum (written into the optimisers' parameter
-  groups), the schedule (``steps``, ``warmup_steps``, ``schedule``, ``min_lr_ratio``: the multiplier is
-  recomputed for the new length at the current step), ``grad_clip``, ``ema_decay`` (the average continues with
-  the new decay; turning EMA off drops it), the cadences (``log_every``, ``eval_every``, ``checkpoint_every``),
-  ``checkpoint_path``, ``precision``, ``device``, ``compile`` and ``progress``. It prints
-  ``resumed from step N`` and every setting that changed. A resume **refuses** (:class:`CheckpointMismatch`):
-  another model class, other tensor shapes, any changed recipe field outside ``train.`` (model, data and
-  evaluation settings define the run), another optimiser type (its state cannot carry over), another ``seed``
-  (the random streams continue from the checkpoint, a new seed would be silently ignored) and turning EMA on
-  for a run that had none. Resuming with a different number of processes works but is not bit-exact (each
-  process continues from process 0's carry and random streams; a note says so).
+  interrupted run continues bit-exactly. The configuration of the *new* trainer applies from the resumed step
+  on (the CLI builds it from the checkpoint's own training settings plus this command's ``--set train.X``, so
+  ``--resume`` alone continues the run as it was configured). A resume **may change** the learning rate,
+  weight decay, betas/momentum (written into the optimisers' parameter groups), the schedule (``steps``,
+  ``warmup_steps``, ``schedule``, ``min_lr_ratio``: the multiplier is recomputed for the new length at the
+  current step), ``grad_clip``, ``ema_decay`` (the average continues with the new decay; turning EMA off drops
+  it), the cadences (``log_every``, ``eval_every``, ``checkpoint_every``), ``checkpoint_path``, ``precision``,
+  ``device``, ``compile`` and ``progress``. It prints ``resumed from step N`` and every setting that changed.
+  A resume **refuses** (:class:`CheckpointMismatch`): another model class, other tensor shapes, any changed
+  recipe field outside ``train.`` (model, data and evaluation settings define the run), another optimiser type
+  (its state cannot carry over), another ``seed`` (the random streams continue from the checkpoint, a new seed
+  would be silently ignored) and turning EMA on for a run that had none. Resuming with a different number of
+  processes works but is not bit-exact (each process continues from process 0's carry and random streams; a
+  note says so).
 * **Never a bad checkpoint**: :meth:`Trainer.save` refuses to write weights, EMA or optimiser state that are
   not finite (:class:`TrainingDiverged`; the last good checkpoint stays); writes are atomic; leftover
   temporaries of killed writes are removed at the next start; the folder is checked for writability and free
