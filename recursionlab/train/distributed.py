@@ -8,6 +8,7 @@ the same step as one process over the whole batch.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -45,6 +46,14 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+        # Leave the group before the interpreter tears down: an undestroyed gloo/NCCL group can abort the process
+        # at exit (SIGABRT), which torchrun then reports as a failed run.
+        atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard_batch(batch, info: DistInfo):
