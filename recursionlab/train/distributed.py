@@ -8,6 +8,7 @@ the same step as one process over the whole batch.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -45,6 +46,14 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+        # Leave the group before the interpreter tears down: an undestroyed gloo/NCCL group can abort the process
+        # at exit (SIGABRT), which torchrun then reports as a failed run.
+        atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard_batch(batch, info: DistInfo):
@@ -100,3 +109,31 @@ def ignore_sparse_tensors_in_ddp(model: torch.nn.Module) -> None:
     names = sorted(sparse_tensor_names(model))
     if names:
         DDP._set_params_and_buffers_to_ignore_for_model(model, names)
+def all_reduce_max(value: int, info: DistInfo) -> int:
+    """The largest ``value`` over all processes (e.g. 'has any process been asked to stop?')."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([int(value)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def broadcast_from_main(obj, info: DistInfo):
+    """Process 0's ``obj`` (any picklable value) on every process."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_to_main(obj, info: DistInfo) -> list | None:
+    """``[obj of process 0, obj of process 1, ...]`` on process 0 and ``None`` elsewhere; ``None`` when running
+    alone (nothing to gather)."""
+    if not info.enabled:
+        return None
+    out = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out

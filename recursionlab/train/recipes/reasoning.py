@@ -98,6 +98,23 @@ class ReasoningConfig:
     model_seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields this model and task ignore (``show`` hides them; overriding one is an error)."""
+        unused: tuple[str, ...] = ("H_layers",) if self.model == "trm" else ()  # TRM has a single network
+        if self.model == "onepass":
+            unused = ("H_layers", "H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob", "gradient",
+                      "q_continue_loss", "ffn_multiple_of", "puzzle_emb_len", "puzzle_emb_lr",
+                      "puzzle_emb_weight_decay", "q_loss_weight")
+        by_task = {
+            "sudoku": ("sudoku_size", "difficulty"),
+            "maze": ("maze_size", "maze_hard", "maze_dihedral"),
+            "arc": ("arc_version", "arc_canvas", "arc_max_tasks", "arc_augmentations"),
+        }
+        for task, names in by_task.items():
+            if task != self.task and self.task in by_task:
+                unused += names
+        return tuple(unused)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Building blocks shared by every recipe (and by lessons and tests)
