@@ -2,7 +2,7 @@
 rejected (a falsy verdict for the learner, CheckFailed in grading mode)."""
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -103,7 +103,7 @@ def sgdr_wrong_cycle_search(step, first_cycle, cycle_mult, min_ratio):
 # --- Task 3: the loss spike -----------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)  # the wrong variants below re-use the right measurements: keeps the test fast
+@cache  # the wrong variants below re-use the right measurements: keeps the test fast
 def peak_right(lr, warmup_steps):
     from recursionlab.train.recipes import run_recipe
 

@@ -30,7 +30,7 @@ SHOWS_SOLUTION = {
     "04_deq_fixed_points": "lesson 04 shows the Anderson step; h11 lesson helper l0345 removes it",
     "07_hrm": "lesson 07 shows the HRM segment; h11 lesson helper l0678 removes it",
     "08_trm": "lesson 08 shows TRM's recursion; h11 lesson helper l0678 removes it",
-    "09_recurrent_depth": "lesson 09's sampler hint holds both solution lines; the later h11 helper for 09-10 removes it",
+    "09_recurrent_depth": "lesson 09 sampler hint holds both solution lines; the later h11 helper for 09-10 removes it",
 }
 
 

@@ -12,8 +12,8 @@ from recursionlab.course.checks import (
     check_choice,
     check_value,
     compare_outputs,
-    graph_calls,
     grading,
+    graph_calls,
     saved_tensor_count,
 )
 from recursionlab.course.exercises import MarkerError, stale_exercises, strip_solutions

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 from recursionlab.course.checks import Verdict, call_learner, check_choice, check_value, verdict
 from recursionlab.train.schedules import lr_multiplier
@@ -130,7 +130,7 @@ def check_sgdr(sgdr_multiplier: Callable[..., float]) -> Verdict:
 # Experiment: the loss spike that warm-up prevents
 
 
-@lru_cache(maxsize=None)
+@cache
 def measured_peak_loss(lr: float, warmup_steps: int) -> float:
     """The grader's own measurement: the largest training loss of the experiment run (cached per process)."""
     from recursionlab.train.recipes import run_recipe
