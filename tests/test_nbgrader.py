@@ -13,6 +13,7 @@ import pytest
 
 from recursionlab.course.exercises import CHECK_LINE, ROOT, make_exercise, normalise_for_comparison, tag_master
 
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:nbgrader.*", "ignore::Warning:sqlalchemy.*")
 nbgrader_api = pytest.importorskip("nbgrader.apps", reason="nbgrader is a dev dependency: pip install -e '.[dev]'")
 
 # A known-wrong answer per master: (grade_id of the solution cell, the cell's new source).
@@ -54,6 +55,8 @@ def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     old_path = os.environ.get("PATH", "")
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + old_path  # nbgrader runs `alembic`
+    # grade as an instructor would, with progress bars on (nbgrader scores a cell that writes to stderr 0)
+    old_progress = os.environ.pop("RECURSIONLAB_PROGRESS", None)
     try:
         from traitlets.config import Config
 
@@ -87,10 +90,13 @@ def course(tmp_path_factory):
                 for student in ("unsolved", "wrong", "master"):
                     sub = gb.find_submission(info["assignment"], student)
                     info[student] = (sub.score, sub.max_score)
+                print(info["assignment"], {s: info[s] for s in ("unsolved", "wrong", "master")})
         result["root"] = root
         yield result
     finally:
         os.environ["PATH"] = old_path
+        if old_progress is not None:
+            os.environ["RECURSIONLAB_PROGRESS"] = old_progress
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ Authors write plain markers (see the exercise contract); this module turns them 
   version and restored by nbgrader's autograder;
 * every other cell is locked read-only.
 
-grade_ids are stable: ``lNN-answer-<first function defined>``, ``lNN-check-<first check_... called>`` and
+grade_ids are stable: ``lNN-answer-<first function defined>``, ``lNN-check-<X of the first check_X(...) called>`` and
 ``lNN-cell-<position>`` for read-only cells. Run::
 
     python -m recursionlab.course.exercises          # tag solutions/, (re)write exercises/
@@ -159,7 +159,7 @@ def nbgrader_metadata(cell: nbformat.NotebookNode, index: int, name: str, taken:
         key = _first_name(cell.source, r"^\s*def\s+(\w+)")
         grade_id = f"{prefix}-answer-{key}" if key else f"{prefix}-answer-cell{index}"
     elif role == "check":
-        key = _first_name(cell.source, r"\b(check_\w+)\s*\(") or _first_name(cell.source, r"\bcheck\(\s*\"([\w ]+)\"")
+        key = _first_name(cell.source, r"\bcheck_(\w+)\s*\(") or _first_name(cell.source, r"\bcheck\(\s*\"([\w ]+)\"")
         grade_id = f"{prefix}-check-{re.sub(r'[^A-Za-z0-9_]', '_', key)}" if key else f"{prefix}-check-cell{index}"
     else:
         grade_id = f"{prefix}-cell-{index:02d}"
