@@ -16,12 +16,12 @@ from recursionlab.course.checks import (
     graph_calls,
     saved_tensor_count,
 )
-from recursionlab.course.exercises import MarkerError, stale_exercises, strip_solutions
+from recursionlab.course.exercises import MarkerError, stale_exercises, stale_masters, strip_solutions
 
 
 def test_exercises_are_in_sync_with_solutions():
-    problems = stale_exercises()
-    assert not problems, "exercises/ is out of date; run `make exercises`:\n" + "\n".join(problems)
+    problems = stale_masters() + stale_exercises()
+    assert not problems, "solutions/ tags or exercises/ out of date; run `make exercises`:\n" + "\n".join(problems)
 
 
 def test_every_solution_has_a_solution_block_and_a_check():
