@@ -18,8 +18,6 @@ NOT_CONVERTED = {
     "03_weight_tied_depth": "h11 lesson helper l0345 converts exercise 03",
     "04_deq_fixed_points": "h11 lesson helper l0345 converts exercise 04",
     "05_deq_implicit_gradients": "h11 lesson helper l0345 converts exercise 05",
-    "07_hrm": "h11 lesson helper l0678 converts exercise 07",
-    "08_trm": "h11 lesson helper l0678 converts exercise 08",
     "09_recurrent_depth": "a later h11 helper (lessons 09-10) converts exercise 09",
     "10_mixture_of_recursions": "a later h11 helper (lessons 09-10) converts exercise 10",
 }
@@ -28,8 +26,6 @@ SHOWS_SOLUTION = {
     "02_bptt": "lesson 02 shows the BPTT backward loop; h11 lesson helper l0102 removes it",
     "03_weight_tied_depth": "lesson 03 shows the ACT loop; h11 lesson helper l0345 removes it",
     "04_deq_fixed_points": "lesson 04 shows the Anderson step; h11 lesson helper l0345 removes it",
-    "07_hrm": "lesson 07 shows the HRM segment; h11 lesson helper l0678 removes it",
-    "08_trm": "lesson 08 shows TRM's recursion; h11 lesson helper l0678 removes it",
     "09_recurrent_depth": "lesson 09 sampler hint holds both solution lines; the later h11 helper for 09-10 removes it",
 }
 

@@ -546,9 +546,11 @@ def q_continue_target(
 ) -> torch.Tensor:
     """HRM's bootstrapped Q-learning target for "continue" (paper section 2, ACT):
 
-        G_cont = sigma(Q_halt^{m+1})                          if the next step is the last (m + 1 >= M_max)
+        G_cont = sigma(Q_halt^{m+1})                          if segment m was the last allowed (m >= M_max)
                = sigma(max(Q_halt^{m+1}, Q_cont^{m+1}))       otherwise
 
+    m counts the segment just run (1 for a puzzle's first), as the carry's step counter does; Q^{m+1} are the
+    logits of one more gradient-free segment. As in the official code, ``is_last = steps >= halt_max_steps``.
     next_q_halt, next_q_continue: (B,) logits from the next segment; is_last: (B,) bool -> (B,) in (0, 1).
     """
     return torch.sigmoid(torch.where(is_last, next_q_halt, torch.maximum(next_q_halt, next_q_continue)))
