@@ -19,7 +19,6 @@ NOT_CONVERTED = {
     "04_deq_fixed_points": "h11 lesson helper l0345 converts exercise 04",
     "05_deq_implicit_gradients": "h11 lesson helper l0345 converts exercise 05",
     "09_recurrent_depth": "a later h11 helper (lessons 09-10) converts exercise 09",
-    "10_mixture_of_recursions": "a later h11 helper (lessons 09-10) converts exercise 10",
 }
 # Lessons whose code cells still show their exercise's solution (the named cases).
 SHOWS_SOLUTION = {
