@@ -205,7 +205,7 @@ PASS_ACCURACY = 0.9
 EXPERIMENT_MAX_DELAY = 10
 EXPERIMENT_OVERRIDES = {"cell": "rnn", "length": 1, "hidden_size": 32, "batch_size": 64, "n_val": 200,
                         "truncation_align": "end", "train.steps": 150, "train.eval_every": 0, "train.log_every": 50,
-                        "train.device": "cpu"}
+                        "train.device": "cpu", "train.progress": False}
 
 
 @functools.lru_cache(maxsize=64)
