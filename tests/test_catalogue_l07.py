@@ -107,7 +107,7 @@ def three_level_all_graph(f1, f2, f3, z1, z2, z3, x, T1, T2, N):
 def three_level_slow_every_middle(f1, f2, f3, z1, z2, z3, x, T1, T2, N):
     # the slow level updates after every middle step instead of after T2 of them
     with torch.no_grad():
-        for k in range(N * T2 - 1):
+        for _ in range(N * T2 - 1):
             for _ in range(T1):
                 z1 = f1(z1, z2 + x)
             z2 = f2(z2, z1 + z3)

@@ -13,15 +13,10 @@ TASK_HEADING = re.compile(r"^#{2,3} Task \d+ \((Core|Transfer|Experiment), (\d+)
 
 # Lessons whose masters are not converted to the three kinds of task yet; each helper removes its lesson from here.
 NOT_CONVERTED = {
-    "03_weight_tied_depth": "h11 lesson helper l0345 converts exercise 03",
-    "04_deq_fixed_points": "h11 lesson helper l0345 converts exercise 04",
-    "05_deq_implicit_gradients": "h11 lesson helper l0345 converts exercise 05",
     "09_recurrent_depth": "a later h11 helper (lessons 09-10) converts exercise 09",
 }
 # Lessons whose code cells still show their exercise's solution (the issue's named cases).
 SHOWS_SOLUTION = {
-    "03_weight_tied_depth": "lesson 03 shows the ACT loop; h11 lesson helper l0345 removes it",
-    "04_deq_fixed_points": "lesson 04 shows the Anderson step; h11 lesson helper l0345 removes it",
     "09_recurrent_depth": "lesson 09 sampler hint holds both solution lines; the later h11 helper for 09-10 removes it",
 }
 
