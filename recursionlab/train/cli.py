@@ -6,6 +6,7 @@ Examples::
     python -m recursionlab train tiny-classifier --profile laptop --set train.lr=1e-3 --set hidden=128
     python -m recursionlab train trm-sudoku --profile gpu --resume runs/trm-sudoku-gpu/last.pt
     torchrun --nproc_per_node=4 -m recursionlab train trm-sudoku --profile paper
+    python -m recursionlab plan trm-sudoku --profile paper --gpu h100
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field, dotted for nested ones (e.g. train.lr=3e-4)")
     train.add_argument("--resume", default=None, help="checkpoint to resume from")
     train.add_argument("--out", default=None, help="checkpoint folder (default runs/RECIPE-PROFILE)")
+    plan = sub.add_parser("plan", help="parameters, FLOPs, peak memory and run time of a recipe, before training")
+    plan.add_argument("recipe")
+    plan.add_argument("--profile", default=None)
+    plan.add_argument("--gpu", default="h100", help="h100, h200, a100, l40s, 4090 or cpu (default h100)")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model-FLOPs utilisation (default 0.3; cpu 0.5)")
+    plan.add_argument("--precision", default=None, help="bf16 or fp32 (default: the recipe's; auto = bf16 on a GPU)")
+    plan.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
 
@@ -64,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         overrides = _parse_sets(args.sets)
         profile = args.profile or active_profile()
+        if args.command == "plan":
+            from recursionlab.train.plan import plan_recipe
+
+            made = plan_recipe(args.recipe, profile, args.gpu, args.mfu, overrides, args.precision)
+            print(json.dumps(made.to_dict(), indent=2) if args.json else made.render())
+            return 0
         config = get_config(args.recipe, profile, overrides)
         if args.command == "show":
             print(json.dumps(config_to_dict(config), indent=2, default=str))
