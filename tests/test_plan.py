@@ -146,9 +146,9 @@ def test_every_recipe_and_profile_plans():
 
 
 def test_every_recipe_family_plans_at_smoke():
-    # one recipe per model family and code path (attention/MLP-mixer, carry, halting loops, implicit
-    # gradients, random depth, routing); the full sweep is the opt-in test above
-    for name in ("act-parity", "deq-prefix-sums", "recurrent-depth-chains", "lm-mor-expert", "rnn-copy"):
+    # the families the other tests do not plan: halting loops, implicit (DEQ) gradients, random depth; the
+    # full sweep is the opt-in test above
+    for name in ("act-parity", "deq-prefix-sums", "recurrent-depth-chains"):
         plan = plan_recipe(name, "smoke", "h100")
         assert plan.flops_per_step > 0 and plan.activation_bytes > 0, name
     assert len(list_recipes()) >= 35
