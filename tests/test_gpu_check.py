@@ -43,3 +43,16 @@ def test_without_a_gpu_the_real_run_refuses_clearly(capsys, monkeypatch):
     monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
     assert gpu_check.main([]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_one_measurement_past_its_cap_does_not_end_the_phase():
+    def body(phase):
+        try:
+            gpu_check.run_capped(phase, 0.2, lambda: time.sleep(5))
+        except gpu_check.RunTimeout as err:
+            phase.lines.append(f"run: {err}")
+        phase.lines.append(gpu_check.run_capped(phase, 5, lambda: "next run done"))
+
+    phase = gpu_check.run_phase(gpu_check.Phase("throughput", 10), body)
+    assert phase.status == "ok" and phase.seconds < 3
+    assert phase.lines == ["run: ran past its cap of 0 s", "next run done"]
