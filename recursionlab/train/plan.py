@@ -24,6 +24,9 @@ How each figure is obtained:
   ``--mfu``: the default 0.3 is typical of small-sequence transformer training in bf16; measure yours with
   ``make gpu-check``. ``--gpu cpu`` times a matmul on this machine instead of reading a table.
 
+The batch is the recipe's *global* batch on one GPU. Under ``torchrun`` with N GPUs each holds batch / N rows:
+the step's activations and the time per step shrink about N-fold, parameters and optimizer state do not.
+
 Values that the step would read back to Python (metrics, ``if tensor:``) do not exist on fake tensors; they
 read as 0 / False, which in a halting loop means "not halted yet" and so plans the worst case (every step
 runs to its cap). Data that only steers shapes (e.g. the recurrence count carried in a batch) stays real.
@@ -359,6 +362,8 @@ class Plan:
         ]
         if self.peak_source:
             lines.append(f"  peak source        {self.peak_source}")
+        lines.append("  note: one GPU holds the whole global batch; with N GPUs (torchrun) activations and time / step "
+                     "shrink ~N-fold")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
