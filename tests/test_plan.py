@@ -20,6 +20,7 @@ MEASURED = ("trm-sudoku", "smoke", {"hidden": 64, "batch_size": 128})
 
 _CHILD = r"""
 import gc, json, sys, time
+import torch
 torch.set_num_threads(1)
 from recursionlab.train.engine import _as_step_output
 from recursionlab.train.plan import cpu_peak_flops
