@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("recipe")
     plan.add_argument("--profile", default=None)
     plan.add_argument("--gpu", default="h100", help="h100, h200, a100, l40s, 4090 or cpu (default h100)")
-    plan.add_argument("--mfu", type=float, default=None, help="assumed model-FLOPs utilisation (default 0.3; cpu 0.5)")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model-FLOPs utilisation (default 0.3; cpu 0.2)")
     plan.add_argument("--precision", default=None, help="bf16 or fp32 (default: the recipe's; auto = bf16 on a GPU)")
     plan.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
