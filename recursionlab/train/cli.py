@@ -7,6 +7,7 @@ Examples::
     python -m recursionlab train trm-sudoku --profile gpu --resume runs/trm-sudoku-gpu/last.pt
     torchrun --nproc_per_node=4 -m recursionlab train trm-sudoku --profile paper
     python -m recursionlab convert official.pt --to hrm.pt --config all_config.yaml
+    python -m recursionlab plan trm-sudoku --profile paper --gpu h100
 
 ``--resume`` continues a run as it was configured (steps, optimiser, schedule, cadences from the checkpoint);
 ``--set train.X=...`` changes a setting from there on (printed as "changed on resume"; see
@@ -66,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                       help="an official arch field the weights do not store (e.g. num_heads=8, H_cycles=2)")
     conv.add_argument("--export-official", action="store_true", help="library model -> official state dict")
+    plan = sub.add_parser("plan", help="parameters, FLOPs, peak memory and run time of a recipe, before training")
+    plan.add_argument("recipe")
+    plan.add_argument("--profile", default=None)
+    plan.add_argument("--gpu", default="h100", help="h100, h200, a100, l40s, 4090 or cpu (default h100)")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model-FLOPs utilisation (default 0.3; cpu 0.2)")
+    plan.add_argument("--precision", default=None, help="bf16 or fp32 (default: the recipe's; auto = bf16 on a GPU)")
+    plan.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
 
@@ -182,6 +191,12 @@ def _run(args, argv: list[str], state: dict) -> int:
     overrides = _parse_sets(args.sets)
     requested = args.profile or os.environ.get(ENV_VAR, "").strip()  # 'paper' is valid here, not in lessons
     profile = normalize_profile(requested) if requested else active_profile()
+    if args.command == "plan":
+        from recursionlab.train.plan import plan_recipe
+
+        made = plan_recipe(args.recipe, profile, args.gpu, args.mfu, overrides, args.precision)
+        print(json.dumps(made.to_dict(), indent=2) if args.json else made.render())
+        return 0
     config = get_config(args.recipe, profile, overrides)
     if getattr(args, "resume", None):
         from recursionlab.train.checkpoint import require_checkpoint_file
