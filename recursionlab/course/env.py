@@ -97,7 +97,8 @@ def choose_threads(seconds: float = 0.1) -> tuple[int, str]:
             one, many = _steps_per_second(1, seconds), _steps_per_second(default, seconds)
             best = 1 if one >= many else default
             ratio = max(one, many) / max(min(one, many), 1e-9)
-            _THREAD_CHOICE = (best, f"measured {ratio:.1f}x faster than {default if best == 1 else 1}")
+            shown = f"{ratio:.1f}" if ratio < 10 else f"{ratio:.0f}"
+            _THREAD_CHOICE = (best, f"measured {shown}x faster than {default if best == 1 else 1}")
     torch.set_num_threads(_THREAD_CHOICE[0])
     return _THREAD_CHOICE
 

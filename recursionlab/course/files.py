@@ -85,5 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_lab:
         return 0
     # The notebooks ask for the kernel `python3`, which is the Python running JupyterLab: the one holding recursionlab.
-    return subprocess.call([sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={args.dir.resolve()}",
-                            FIRST_LESSON])
+    root = args.dir.resolve()
+    return subprocess.call([sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}", FIRST_LESSON],
+                           cwd=root)
