@@ -167,3 +167,32 @@ def test_wheel_course_command_copies_the_course_and_lesson_00_runs(wheel, fresh_
                          capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert str(fresh_python.parents[1]) in ran.stdout, ran.stdout  # the kernel used the installed wheel
+
+
+def test_docs_name_modules_and_files_that_exist():
+    # a paper-to-code map is only useful while its names are real: every dotted recursionlab name and every
+    # repository path written in docs/ must resolve
+    import importlib
+
+    bad = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for path in set(re.findall(r"`((?:recursionlab|tests|notebooks|solutions|exercises)/[\w./-]+)`", text)):
+            if "NN_" not in path and not (ROOT / path).exists():  # NN_name.ipynb is a pattern
+                bad.append(f"{page.name}: no file {path}")
+        for dotted in set(re.findall(r"`(recursionlab(?:\.\w+)+)", text)):
+            parts, obj = dotted.split("."), None
+            for cut in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                try:
+                    for attr in parts[cut:]:
+                        obj = getattr(obj, attr)
+                except AttributeError:
+                    obj = None
+                break
+            if obj is None:
+                bad.append(f"{page.name}: no {dotted}")
+    assert not bad, "\n".join(sorted(bad))
