@@ -56,6 +56,8 @@ def copy_course(dest: Path | str, force: bool = False) -> list[Path]:
         raise FileExistsError(f"{dest} exists and is not empty; choose a new folder, or pass --force to copy over "
                               f"it (files of the same name are replaced, your other files are kept)")
     source = course_source()
+    if dest.resolve() == source.resolve():
+        raise FileExistsError(f"{dest} is where the course comes from; choose another folder")
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name in COURSE_FOLDERS:
@@ -71,7 +73,8 @@ def copy_course(dest: Path | str, force: bool = False) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``recursionlab course DIR [--no-lab] [--force]``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="recursionlab course", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="recursionlab course", description="Copy the lessons, exercises and docs "
+                                     "into a folder and open JupyterLab there.")
     parser.add_argument("dir", type=Path, help="folder to copy the course into (created if missing)")
     parser.add_argument("--no-lab", action="store_true", help="only copy; do not start JupyterLab")
     parser.add_argument("--force", action="store_true", help="copy into a non-empty folder, replacing same-named files")
