@@ -36,8 +36,8 @@ except ImportError:
     import importlib, os, subprocess, sys
     src = os.environ.get("{INSTALL_ENV_VAR}", "recursionlab")
     pip = [sys.executable, "-m", "pip", "install", "--quiet"]
-    if subprocess.call(pip + [src]) != 0 and src == "recursionlab":
-        src = "git+{REPO_URL}"
+    if subprocess.call(pip + [src]) != 0:  # not on PyPI (yet): from the repository; a bad path raises here
+        src = "git+{REPO_URL}" if src == "recursionlab" else src
         subprocess.check_call(pip + [src])
     importlib.invalidate_caches()
     print(f"installed recursionlab from {{src}}")
