@@ -88,12 +88,16 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     src = tmp_path_factory.mktemp("src") / "recursionlab"
     # build from a copy: setuptools writes build/ and *.egg-info next to the sources
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
-    for name in tracked.splitlines():
-        if (ROOT / name).is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, src / name)
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode == 0:
+        for name in listed.stdout.splitlines():
+            if (ROOT / name).is_file():
+                (src / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, src / name)
+    else:  # not a git checkout (e.g. an unpacked sdist): everything but environments, caches and build output
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "runs", "*.egg-info",
+                                                                 "__pycache__", ".*_cache", ".ipynb_checkpoints"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-index", "-w", str(out), str(src)], check=True, env=_offline_env())
     (found,) = out.glob("recursionlab-*.whl")
