@@ -1,5 +1,6 @@
 # recursionlab -- two commands do all set-up on a fresh machine:
-#   make lab    creates .venv if needed, installs, registers a Jupyter kernel and opens JupyterLab on notebooks/
+#   make lab    creates .venv if needed, installs, registers a Jupyter kernel and opens JupyterLab at the repository
+#               root (notebooks/, exercises/ and docs/ in its file browser) with lesson 00 open
 #   make test   creates or updates the same environment and runs every test (unit tests + every notebook at smoke)
 #
 # PyTorch: on a machine without an NVIDIA GPU we install the lean CPU build (about 200 MB instead of several GB of
@@ -36,7 +37,7 @@ install: $(STAMP)
 
 lab: $(STAMP)
 	$(PY) -m ipykernel install --user --name recursionlab --display-name "Python (recursionlab)"
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab --ServerApp.root_dir=. notebooks/00_welcome.ipynb
 
 test: $(STAMP)
 	$(PY) -m ruff check recursionlab tests benchmarks

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recursionlab", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the recipes")
+    # handled by recursionlab.__main__ before this parser (the course layer sits above train); listed for --help
+    sub.add_parser("course", help="copy the lessons, exercises and docs into a folder and open JupyterLab there "
+                   "(recursionlab course DIR [--no-lab] [--force])")
     show = sub.add_parser("show", help="print a recipe's configuration")
     show.add_argument("recipe")
     show.add_argument("--profile", default=None)
