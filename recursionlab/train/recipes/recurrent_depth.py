@@ -120,7 +120,7 @@ def _chains_profile(profile: str, schedule: str) -> ChainsConfig:
         eval_size=by_profile(32, 256, 1024, profile=profile),
         eval_steps=by_profile((1, 3), (1, 2, 6, 12, 24), (1, 2, 4, 8, 16, 32), profile=profile),
         train=TrainConfig(
-            steps=by_profile(30, 400, 4000, profile=profile),
+            steps=by_profile(30, 500, 4000, profile=profile),
             lr=by_profile(3e-3, 2e-3, 1e-3, profile=profile),
             optimizer="adamw",
             weight_decay=0.01,
