@@ -13,11 +13,9 @@ TASK_HEADING = re.compile(r"^#{2,3} Task \d+ \((Core|Transfer|Experiment), (\d+)
 
 # Lessons whose masters are not converted to the three kinds of task yet; each helper removes its lesson from here.
 NOT_CONVERTED = {
-    "09_recurrent_depth": "a later h11 helper (lessons 09-10) converts exercise 09",
 }
 # Lessons whose code cells still show their exercise's solution (the issue's named cases).
 SHOWS_SOLUTION = {
-    "09_recurrent_depth": "lesson 09 sampler hint holds both solution lines; the later h11 helper for 09-10 removes it",
 }
 
 

@@ -169,6 +169,33 @@ def test_cached_generation_equals_uncached():
         model.decode_step(seq[:, 4:5], cache, max_steps=3)
 
 
+def test_shared_cache_overwrites_k_slots_and_is_exact_only_when_k_covers_the_depth():
+    model = tiny_model()
+    seq = torch.randint(0, 17, (2, 9), generator=torch.Generator().manual_seed(4))
+    full = model(seq, 6, noise_seed=0)
+    for budget in (6, 9):  # K >= r: every recurrence keeps its own slot
+        logits, _ = model.adaptive_forward(seq, None, max_steps=6, cache_budget=budget)
+        torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-4)
+    for budget in (1, 4):  # K < r: earlier tokens' keys come from a later recurrence sharing the slot
+        logits, _ = model.adaptive_forward(seq, None, max_steps=6, cache_budget=budget)
+        torch.testing.assert_close(logits[:, 0], full[:, 0], atol=1e-5, rtol=1e-4)  # nothing cached yet
+        assert (logits - full).abs().max() > 1e-3
+    cache = model.new_cache(core_budget=4)
+    for t in range(5):
+        model.decode_step(seq[:, t : t + 1], cache, max_steps=6)
+    assert sorted(cache.core) == [(i, layer) for i in range(1, 5) for layer in range(2)]
+    assert all(c.length == 5 for c in cache.core.values())  # overwritten, not appended
+    # the first token's entry in slot 1 is its recurrence-5 key (5 = 1 + K), as a full cache computes it
+    exact = model.new_cache()
+    model.decode_step(seq[:, :1], exact, max_steps=6)
+    torch.testing.assert_close(cache.core[(1, 0)].k[:, :, 0], exact.core[(5, 0)].k[:, :, 0])
+    assert (cache.core[(1, 0)].k[:, :, 0] - exact.core[(1, 0)].k[:, :, 0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="core_budget"):
+        model.new_cache(core_budget=0)
+    with pytest.raises(ValueError, match="core_budget"):
+        model.decode_step(seq[:, :1], model.new_cache(2), max_steps=4, exit_threshold=1e-3)
+
+
 # ------------------------------------------------------------------------------------------------ adaptive exit
 def test_kl_exit_rule_on_known_trajectories():
     V, S = 5, 6

@@ -257,6 +257,11 @@ class RecurrentDepthCache:
     because the same core layer sees a different state at every recurrence -- a plain per-layer cache would
     overwrite recurrence 1's keys with recurrence 2's. length: positions cached. last_state: (B, 1, D) final state
     of the last token (for warm starts). exit_steps: recurrences each cached token used, list of (B,) tensors.
+
+    core_budget: ``None`` keeps every recurrence (the exact cache). An integer K is Huginn's KV-cache *sharing*
+    (the official code's ``compress-s{K * core_layers}``): only K slots per core layer; recurrence i writes and
+    reads slot ``(i - 1) % K + 1``, and a token's entry in a slot is *overwritten* by its later recurrences, not
+    appended. The core then holds K (not r) entries per token and layer; it equals the exact cache when K >= r.
     """
 
     prelude: list[KVCache]
@@ -265,10 +270,25 @@ class RecurrentDepthCache:
     length: int = 0
     last_state: torch.Tensor | None = None
     exit_steps: list[torch.Tensor] = field(default_factory=list)
+    core_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.core_budget is not None and (
+            isinstance(self.core_budget, bool) or int(self.core_budget) != self.core_budget or self.core_budget < 1
+        ):
+            raise ValueError(f"core_budget must be None (keep every recurrence) or an integer >= 1, "
+                             f"got {self.core_budget!r}")
 
     def core_slot(self, recurrence: int, layer: int) -> KVCache:
-        """The cache of core ``layer`` at ``recurrence`` (1-based), created empty on first use."""
-        key = (int(recurrence), int(layer))
+        """The cache of core ``layer`` at ``recurrence`` (1-based), created empty on first use.
+
+        With a ``core_budget`` K, recurrence i shares slot ``(i - 1) % K + 1``; if the token being decoded already
+        wrote that slot at an earlier recurrence, its entry is dropped here so that the layer's append overwrites it.
+        """
+        slot_index = int(recurrence)
+        if self.core_budget is not None:
+            slot_index = (slot_index - 1) % int(self.core_budget) + 1
+        key = (slot_index, int(layer))
         if key not in self.core:
             if self.length > 0:
                 raise ValueError(
@@ -276,7 +296,11 @@ class RecurrentDepthCache:
                     "with a step cap at least as large as the one used for earlier tokens"
                 )
             self.core[key] = KVCache()
-        return self.core[key]
+        slot = self.core[key]
+        if self.core_budget is not None and slot.length > self.length:
+            # overwrite, not append: keep the earlier positions, forget this token's older recurrence
+            slot.k, slot.v = slot.k[:, :, : self.length], slot.v[:, :, : self.length]
+        return slot
 
     @property
     def max_recurrence(self) -> int:
@@ -501,9 +525,10 @@ class RecurrentDepthModel(nn.Module):
         return torch.stack(out)
 
     # -- token-by-token decoding with the (recurrence, layer) KV cache ---------------------------------------------
-    def new_cache(self) -> RecurrentDepthCache:
-        """An empty decoding cache."""
-        return RecurrentDepthCache(prelude=[KVCache() for _ in self.prelude], coda=[KVCache() for _ in self.coda])
+    def new_cache(self, core_budget: int | None = None) -> RecurrentDepthCache:
+        """An empty decoding cache; ``core_budget`` K shares K slots per core layer (:class:`RecurrentDepthCache`)."""
+        return RecurrentDepthCache(prelude=[KVCache() for _ in self.prelude], coda=[KVCache() for _ in self.coda],
+                                   core_budget=core_budget)
 
     @torch.no_grad()
     def decode_step(
@@ -538,6 +563,9 @@ class RecurrentDepthModel(nn.Module):
             raise ValueError(cap_msg + "; keep the cap fixed while decoding one sequence")
         if exit_threshold is not None and not exit_threshold >= 0:
             raise ValueError(f"exit_threshold must be >= 0 or None, got {exit_threshold!r}")
+        if exit_threshold is not None and cache.core_budget is not None:
+            raise ValueError(f"exit_threshold={exit_threshold!r} with a shared cache (core_budget="
+                             f"{cache.core_budget}) is not supported: use core_budget=None with the KL exit")
         B = token.shape[0]
         positions = torch.arange(cache.length, cache.length + 1, device=token.device)
         rope = self.rotary(positions)
@@ -605,14 +633,16 @@ class RecurrentDepthModel(nn.Module):
         warm_start: bool = False,
         init_scale: float = 1.0,
         noise_seed: int | None = 0,
+        cache_budget: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score a whole sequence token by token with the cache and per-token exit.
 
         tokens (B, T) -> (logits (B, T, out_vocab), steps_used (B, T) long). ``exit_threshold=None`` runs every
         token for ``max_steps`` recurrences (then the logits equal ``forward(tokens, max_steps)`` with the same
-        ``noise_seed``).
+        ``noise_seed``). ``cache_budget`` K decodes with Huginn's shared cache of K slots per core layer (exact when
+        K >= max_steps; no exit then).
         """
-        cache = self.new_cache()
+        cache = self.new_cache(cache_budget)
         logits, steps = [], []
         for t in range(tokens.shape[1]):
             lg, st = self.decode_step(
@@ -634,12 +664,13 @@ class RecurrentDepthModel(nn.Module):
         temperature: float = 0.0,
         generator: torch.Generator | None = None,
         noise_seed: int | None = 0,
+        cache_budget: int | None = None,
     ) -> torch.Tensor:
         """Continue ``prompt`` (B, T0) by ``max_new_tokens`` tokens -> (B, T0 + max_new_tokens) long.
 
         ``temperature=0`` is greedy. ``use_cache=False`` recomputes the full forward for every new token (the
         reference the cache must match; only with a fixed depth, no exit and no warm start). ``num_steps`` is the
-        depth (the cap with ``exit_threshold``).
+        depth (the cap with ``exit_threshold``). ``cache_budget`` K: Huginn's shared cache, K slots per core layer.
         """
         if prompt.dim() != 2 or prompt.shape[1] < 1:
             raise ValueError(f"prompt must have shape (B, T0) with T0 >= 1, got {tuple(prompt.shape)}")
@@ -666,7 +697,7 @@ class RecurrentDepthModel(nn.Module):
                 logits = self.forward(seq, steps, noise_seed=noise_seed)[:, -1]
                 seq = torch.cat((seq, pick(logits).to(seq.dtype)), dim=1)
             return seq
-        cache = self.new_cache()
+        cache = self.new_cache(cache_budget)
         logits = None
         for t in range(prompt.shape[1]):
             logits, _ = self.decode_step(

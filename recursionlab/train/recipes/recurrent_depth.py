@@ -231,7 +231,7 @@ def _text_profile(profile: str, schedule: str) -> TextConfig:
         eval_batches=by_profile(1, 4, 16, profile=profile),
         eval_steps=by_profile((1, 3), (1, 2, 4, 8, 16), (1, 4, 8, 16, 32), profile=profile),
         train=TrainConfig(
-            steps=by_profile(20, 400, 6000, profile=profile),
+            steps=by_profile(20, 300, 6000, profile=profile),
             lr=by_profile(3e-3, 3e-3, 1e-3, profile=profile),
             optimizer="adamw",
             weight_decay=0.01,
