@@ -77,7 +77,9 @@ def merge(paths: list[Path], out: Path) -> dict[str, Any]:
             if _key(r) not in seen:
                 seen.add(_key(r))
                 records.append(r)
-    data = {"meta": files[0]["meta"], "records": records}
+    meta = dict(files[0]["meta"])
+    meta["baselines"] = baseline_scores(capstone_config(meta["profile"]))  # recomputed with the current definitions
+    data = {"meta": meta, "records": records}
     out.write_text(json.dumps(data, indent=1))
     return data
 

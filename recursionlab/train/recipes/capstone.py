@@ -36,9 +36,11 @@ Recipes ``capstone-<family>`` train one contender from the command line, e.g.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,6 +103,9 @@ __all__ = [
     "router_depth_analysis",
     "run_record",
     "summarize_records",
+    "load_seed_table",
+    "seed_table_markdown",
+    "SEED_TABLE",
 ]
 
 FAMILIES: tuple[str, ...] = (
@@ -632,7 +637,8 @@ def held_out_sets(cfg: CapstoneConfig) -> dict[str, ChainBatch]:
 BASELINES: dict[str, str] = {
     "answer_0": "answer 0 everywhere",
     "copy_parent": "copy the parent (1 hop)",
-    "k_hop": "follow k pointers, k = training depth",
+    "k_hop": "follow k pointers, k = training recurrences",
+    "k_hop_all": "follow k pointers, k = deepest training node",
     "majority": "the set's most common root, everywhere",
 }
 
@@ -640,14 +646,14 @@ BASELINES: dict[str, str] = {
 def baseline_predictions(name: str, tokens: torch.Tensor, hops: int = 1, constant: int = 0) -> torch.Tensor:
     """A trivial baseline's answers (B, N) long for parent tokens (B, N) long.
 
-    "answer_0": 0 everywhere; "copy_parent": the token itself; "k_hop": ``hops`` pointer hops
+    "answer_0": 0 everywhere; "copy_parent": the token itself; "k_hop" / "k_hop_all": ``hops`` pointer hops
     (:func:`~recursionlab.data.latent_tasks.follow_pointers`); "majority": ``constant`` everywhere.
     """
     if name == "answer_0":
         return torch.zeros_like(tokens)
     if name == "copy_parent":
         return tokens.clone()
-    if name == "k_hop":
+    if name in ("k_hop", "k_hop_all"):
         return follow_pointers(tokens, hops)
     if name == "majority":
         return torch.full_like(tokens, int(constant))
@@ -671,11 +677,14 @@ def _set_scores(pred: torch.Tensor, batch: ChainBatch, cfg: CapstoneConfig, name
 
 def baseline_scores(cfg: CapstoneConfig) -> dict[str, dict[str, dict[str, float]]]:
     """``{set: {baseline: {"all": acc, "hard": acc}}}`` for the held-out sets and :data:`BASELINES`
-    ("hard": deep nodes of the training-length sets, nodes deeper than the training depth of "long")."""
+    ("hard": deep nodes of the training-length sets, nodes deeper than the training depth of "long"). "k_hop"
+    follows ``cfg.recurrences`` pointers (one hop per recurrence of the recurrent families' training depth),
+    "k_hop_all" follows :func:`training_depth` pointers (enough for every training chain)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
+    hops = {"k_hop": cfg.recurrences, "k_hop_all": training_depth(cfg)}
     for name, batch in held_out_sets(cfg).items():
         constant, _ = majority_answer_accuracy(batch)
-        out[name] = {b: _set_scores(baseline_predictions(b, batch.tokens, training_depth(cfg), constant), batch,
+        out[name] = {b: _set_scores(baseline_predictions(b, batch.tokens, hops.get(b, 1), constant), batch,
                                     cfg, name) for b in BASELINES}
     return out
 
@@ -942,6 +951,57 @@ def summarize_records(records: list[dict[str, Any]], key: str) -> dict[tuple[str
         t = torch.tensor(v, dtype=torch.float64)
         out[k] = (float(t.mean()), float(t.std()) if len(v) > 1 else 0.0, len(v))
     return out
+
+
+SEED_TABLE = Path(__file__).resolve().parents[2] / "assets" / "capstone_seeds.json"
+
+
+def load_seed_table(path: str | Path | None = None) -> dict[str, Any]:
+    """The precomputed multi-seed sweep (``recursionlab/assets/capstone_seeds.json`` by default; made by
+    ``python -m recursionlab.train.capstone_table``, provenance in ``recursionlab/assets/README.md``):
+    ``{"meta": {profile, config, baselines, ...}, "records": [run_record(...), ...]}``."""
+    path = SEED_TABLE if path is None else Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no seed table at {path}; make one with python -m recursionlab.train.capstone_table")
+    return json.loads(path.read_text())
+
+
+def _pm(mean: float, sd: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def seed_table_markdown(records: list[dict[str, Any]], baselines: dict[str, dict[str, dict[str, float]]],
+                        queries: int = 10_000) -> str:
+    """A Markdown table: per family mean ± sd over seeds of every accuracy, the steps, training FLOPs, inference
+    FLOPs per sequence and total FLOPs (training + ``queries`` answered sequences), then the trivial baselines.
+
+    records: :func:`run_record` dicts of ONE budget and learning rate; baselines: :func:`baseline_scores`.
+    """
+    if not records:
+        raise ValueError("seed_table_markdown needs at least one record")
+    cols = ("acc_in", "acc_deep", "acc_val", "acc_long", "acc_extrap")
+    head = ["model", "seeds", "held-out acc", "deep-node acc", "val acc", "long acc", "extrap. acc", "steps",
+            "train FLOPs", "infer FLOPs/seq", f"train + {queries:,} answers"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    families = list(dict.fromkeys(r["family"] for r in records))
+    for fam in families:
+        rs = [r for r in records if r["family"] == fam]
+        row = [rs[0]["name"], str(len(rs))]
+        for c in cols:
+            t = torch.tensor([r[c] for r in rs], dtype=torch.float64)
+            row.append(_pm(float(t.mean()), float(t.std()) if len(rs) > 1 else 0.0))
+        steps = sorted({r["steps"] for r in rs})
+        train = sum(r["train_flops"] for r in rs) / len(rs)
+        infer = sum(r["infer_flops"] for r in rs) / len(rs)
+        row += ["/".join(map(str, steps)), f"{train:.2e}", f"{infer:.1e}", f"{train + queries * infer:.2e}"]
+        lines.append("| " + " | ".join(row) + " |")
+    for name, label in BASELINES.items():
+        row = [f"*baseline: {label}*", "–", _pm(baselines["in"][name]["all"], 0)[:5],
+               _pm(baselines["in"][name]["hard"], 0)[:5], _pm(baselines["val"][name]["all"], 0)[:5],
+               _pm(baselines["long"][name]["all"], 0)[:5], _pm(baselines["long"][name]["hard"], 0)[:5],
+               "0", "0", "–", "–"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------------
