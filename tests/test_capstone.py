@@ -22,11 +22,13 @@ from recursionlab.train.recipes.capstone import (
     capstone_contenders,
     chain_accuracy,
     held_out_sets,
+    load_seed_table,
     majority_answer_accuracy,
     measure_step_flops,
     partial_correlation,
     plan_training,
     run_record,
+    seed_table_markdown,
     summarize_records,
     train_contender,
     training_depth,
@@ -324,3 +326,18 @@ def test_run_record_is_json_ready_and_summarised(smoke_cfg):
     assert records[0]["knob_curve"] and records[0]["train_flops"] <= 3e7
     mean, sd, n = summarize_records(records, "acc_in")[("hybrid", 3e7)]
     assert n == 2 and mean == pytest.approx((records[0]["acc_in"] + records[1]["acc_in"]) / 2) and sd >= 0
+
+
+def test_shipped_seed_table_has_three_seeds_per_family_and_current_baselines():
+    table = load_seed_table()
+    cfg = capstone_config(table["meta"]["profile"])
+    main = [r for r in table["records"] if r["budget"] == cfg.budget_flops and r["lr_scale"] == 1.0
+            and not r["options"]]
+    for family in FAMILIES:
+        seeds = {r["seed"] for r in main if r["family"] == family}
+        assert len(seeds) >= 3, f"{family}: seeds {sorted(seeds)}"
+    # the baselines shipped with the table are those of today's held-out sets (same sets the notebook scores on)
+    for name, scores in baseline_scores(cfg).items():
+        for baseline, parts in scores.items():
+            assert table["meta"]["baselines"][name][baseline] == pytest.approx(parts), (name, baseline)
+    assert "seeds" in seed_table_markdown(main, table["meta"]["baselines"])
