@@ -1,5 +1,6 @@
 # recursionlab -- two commands do all set-up on a fresh machine:
-#   make lab    creates .venv if needed, installs, registers a Jupyter kernel and opens JupyterLab on notebooks/
+#   make lab    creates .venv if needed, installs, registers a Jupyter kernel and opens JupyterLab at the repository
+#               root (notebooks/, exercises/ and docs/ in its file browser) with lesson 00 open
 #   make test   creates or updates the same environment and runs every test (unit tests + every notebook at smoke)
 #
 # PyTorch: on a machine without an NVIDIA GPU we install the lean CPU build (about 200 MB instead of several GB of
@@ -20,7 +21,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 endif
 STAMP := $(VENV)/.recursionlab-installed
 
-.PHONY: lab test install notebooks exercises lint bench clean
+.PHONY: lab test install notebooks exercises lint bench clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +37,7 @@ install: $(STAMP)
 
 lab: $(STAMP)
 	$(PY) -m ipykernel install --user --name recursionlab --display-name "Python (recursionlab)"
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab --ServerApp.root_dir=. notebooks/00_welcome.ipynb
 
 test: $(STAMP)
 	$(PY) -m ruff check recursionlab tests benchmarks
@@ -59,3 +60,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+
+# One prepared GPU acceptance run (benchmarks/gpu_check.py, < 10 minutes on one H100/H200): the gpu-marked tests,
+# HRM/TRM throughput at the paper configurations (bf16 eager/compiled, fp32) and a timed TRM-MLP 9x9 Sudoku run;
+# appends a dated section to benchmarks/RESULTS.md. Its CPU dry run (--dry-run) is part of `make test`.
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check

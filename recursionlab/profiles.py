@@ -1,6 +1,6 @@
 """The active profile: one switch that sets the scale of every experiment.
 
-``RECURSIONLAB_PROFILE`` chooses between three scales (see ``shared/COURSE.md``, section 2):
+``RECURSIONLAB_PROFILE`` chooses between three scales (see ``docs/design.md``, section 2):
 
 * ``smoke``  -- the test suite: every cell runs in seconds on 2 CPU cores;
 * ``laptop`` -- a learner without a GPU: each lesson shows its effect in under 5 minutes on 2 CPU cores;

@@ -64,7 +64,7 @@ def test_loading_is_weights_only(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as fh:
         pickle.dump({"format": "recursionlab-checkpoint-v1", "x": _Evil()}, fh)
-    with pytest.raises(CheckpointMismatch, match="not a readable recursionlab checkpoint"):
+    with pytest.raises(CheckpointMismatch, match="not a recursionlab checkpoint"):
         load_checkpoint(path)
     torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointMismatch, match="not a recursionlab checkpoint"):

@@ -1,5 +1,7 @@
 """The exercise pipeline: exercises/ is generated from solutions/ and must not drift; checks grade kindly."""
 
+import re
+
 import nbformat
 import pytest
 import torch
@@ -10,16 +12,16 @@ from recursionlab.course.checks import (
     check_choice,
     check_value,
     compare_outputs,
-    graph_calls,
     grading,
+    graph_calls,
     saved_tensor_count,
 )
-from recursionlab.course.exercises import MarkerError, stale_exercises, strip_solutions
+from recursionlab.course.exercises import MarkerError, stale_exercises, stale_masters, strip_solutions
 
 
 def test_exercises_are_in_sync_with_solutions():
-    problems = stale_exercises()
-    assert not problems, "exercises/ is out of date; run `make exercises`:\n" + "\n".join(problems)
+    problems = stale_masters() + stale_exercises()
+    assert not problems, "solutions/ tags or exercises/ out of date; run `make exercises`:\n" + "\n".join(problems)
 
 
 def test_every_solution_has_a_solution_block_and_a_check():
@@ -28,7 +30,7 @@ def test_every_solution_has_a_solution_block_and_a_check():
     for path in sorted((ROOT / "solutions").glob("*.ipynb")):
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert "### BEGIN SOLUTION" in code, f"{path.name} has no exercise"
-        assert "check(" in code, f"{path.name} has no check cell"
+        assert re.search(r"\bcheck(_\w+)?\(", code), f"{path.name} has no check cell"
 
 
 def test_strip_solutions_keeps_indentation_and_removes_hidden_tests():

@@ -171,22 +171,3 @@ def test_power_method_finds_the_spectral_radius():
     estimate = spectral_radius(f, z_star, n_iter=300, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(estimate, exact, rtol=0.05)
 
-
-def test_notebook_implicit_backward_from_scratch_equals_the_library():
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "05_deq_implicit_gradients.ipynb"
-    cells = [
-        c for c in json.loads(path.read_text())["cells"] if "implicit-backward-scratch" in c["metadata"].get("tags", [])
-    ]
-    assert len(cells) == 1, "the lesson must have exactly one cell tagged implicit-backward-scratch"
-    namespace: dict = {"torch": torch}  # the notebook imported torch in an earlier cell
-    exec(compile("".join(cells[0]["source"]), f"{path.name}:implicit-backward-scratch", "exec"), namespace)
-    scratch = namespace["implicit_backward_scratch"]
-    W, x = tanh_setup(0.7, dim=6, batch=3)
-    f = lambda z: layer(z, W, x)  # noqa: E731
-    z_star = DEQSolver("anderson", max_iter=300, tol=1e-13)(f, torch.zeros_like(x))[1].forward.solution
-    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=DTYPE)
-    want = adjoint_solve(f, z_star, g, "anderson", max_iter=300, tol=1e-13).solution
-    assert torch.allclose(scratch(f, z_star, g, n_iter=150), want, atol=1e-10)

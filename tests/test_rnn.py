@@ -221,8 +221,31 @@ def test_models_reject_bad_input():
         RNNRegressor(2, 0)
     with pytest.raises(ValueError, match="truncation"):
         RNNClassifier(5, 4, 2, truncation=0)
-    with pytest.raises(ValueError, match="elman"):
-        state_gradient_norms(RNNRegressor(2, 4, cell="gru"), torch.rand(1, 3, 2), lambda out: out.sum())
+    with pytest.raises(ValueError, match="cell"):
+        state_gradient_norms(torch.nn.Linear(2, 1), torch.rand(1, 3, 2), lambda out: out.sum())
+    with pytest.raises(ValueError, match="alignment"):
+        RNNClassifier(5, 4, 2, truncation=2, truncation_align="middle")
+
+
+@pytest.mark.parametrize("align", ["start", "end"])
+def test_state_gradient_norms_same_for_hand_bptt_and_autograd(align):
+    # the Elman path (hand BPTT) and the torch-cell path (autograd per step) measure the same thing
+    torch.manual_seed(0)
+    elman = RNNRegressor(2, 6, cell="elman", truncation=3, truncation_align=align).double()
+    torch_rnn = RNNRegressor(2, 6, cell="rnn", truncation=3, truncation_align=align).double()
+    with torch.no_grad():
+        torch_rnn.rnn.weight_ih_l0.copy_(elman.rnn.W_xh)
+        torch_rnn.rnn.weight_hh_l0.copy_(elman.rnn.W_hh)
+        torch_rnn.rnn.bias_ih_l0.copy_(elman.rnn.b)
+        torch_rnn.rnn.bias_hh_l0.zero_()
+        torch_rnn.readout.load_state_dict(elman.readout.state_dict())
+    x, y = torch.rand(4, 10, 2, dtype=torch.float64), torch.rand(4, dtype=torch.float64)
+    want = state_gradient_norms(elman, x, lambda out: ((out - y) ** 2).mean())
+    got = state_gradient_norms(torch_rnn, x, lambda out: ((out - y) ** 2).mean())
+    torch.testing.assert_close(got, want)
+    # a loss on the last state only: end-aligned windows let it reach k=3 states back, start-aligned ones (edges at
+    # 3, 6, 9 for T=10) only the last state
+    assert int((want > 0).sum()) == (3 if align == "end" else 1)
 
 
 def test_state_gradient_norms_match_autograd():

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,11 +13,12 @@ from recursionlab.solvers import (
     anderson_weights,
     broyden,
     fixed_point_iter,
+    newton,
+    newton_step,
     solve,
 )
 
 DTYPE = torch.float64
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def linear_problem(dim: int = 30, batch: int = 3, top: float = 0.99, seed: int = 0):
@@ -224,26 +222,23 @@ def test_integer_state_is_rejected():
         fixed_point_iter(lambda z: z, torch.zeros(2, 3, dtype=torch.int64))
 
 
-def _notebook_function(path: Path, tag: str, name: str):
-    """Execute the code cell tagged ``tag`` of a notebook and return the function ``name`` it defines."""
-    nb = json.loads(path.read_text())
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code" and tag in cell.get("metadata", {}).get("tags", []):
-            namespace: dict = {"torch": torch}  # the notebook imported torch in an earlier cell
-            exec(compile("".join(cell["source"]), f"{path.name}:{tag}", "exec"), namespace)
-            return namespace[name]
-    raise AssertionError(f"no code cell tagged {tag!r} in {path}")
+
+def test_newton_converges_quadratically_where_plain_iteration_crawls():
+    # ||W||_2 = 3: plain iteration is far from converged after 100 steps; Newton's last steps square the error
+    f, _ = tanh_problem(3.0, dim=12, batch=3, seed=2)
+    plain = fixed_point_iter(f, torch.zeros(3, 12, dtype=DTYPE), max_iter=100, tol=1e-12)
+    result = newton(f, torch.zeros(3, 12, dtype=DTYPE), tol=1e-12, max_iter=60)
+    assert result.converged and result.nfe < 40 and not plain.converged
+    trace = [r for r in result.trace("rel") if r > 1e-15]
+    assert trace[-1] < trace[-2] ** 1.5  # superlinear: the exponent of a linear rate would be 1
 
 
-def test_notebook_anderson_from_scratch_equals_the_library():
-    scratch_step = _notebook_function(
-        ROOT / "notebooks" / "04_deq_fixed_points.ipynb", "anderson-scratch", "anderson_step_scratch"
-    )
-    gen = torch.Generator().manual_seed(3)
-    for n in (1, 2, 5):
-        X = torch.randn(4, n, 8, generator=gen, dtype=DTYPE)
-        F = torch.randn(4, n, 8, generator=gen, dtype=DTYPE)
-        for beta in (1.0, 0.7):
-            assert torch.allclose(
-                scratch_step(X, F, lam=1e-4, beta=beta), anderson_step(X, F, lam=1e-4, beta=beta), atol=1e-10
-            )
+def test_newton_step_solves_the_linearised_problem_exactly_on_a_linear_map():
+    gen = torch.Generator().manual_seed(1)
+    A = 0.5 * torch.randn(5, 5, generator=gen, dtype=DTYPE)
+    b = torch.randn(2, 5, generator=gen, dtype=DTYPE)
+    z = torch.randn(2, 5, generator=gen, dtype=DTYPE)
+    z_next = newton_step(z, z @ A.T + b, A.expand(2, 5, 5))
+    assert torch.allclose(z_next @ A.T + b, z_next, atol=1e-10)  # one step lands on the fixed point
+    with pytest.raises(ValueError, match="jacobian"):
+        newton_step(z, z, A)

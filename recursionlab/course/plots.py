@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
 
 def new_figure(title: str, xlabel: str, ylabel: str, ncols: int = 1, figsize: tuple[float, float] | None = None):
@@ -52,18 +53,20 @@ def course_map(ax=None):
     parts = ["start", "recursion in time", "recursion in depth", "recursion as reasoning",
              "recursion in language models", "synthesis"]
     if ax is None:
-        _, ax = plt.subplots(figsize=(11, 3.2))
+        _, ax = plt.subplots(figsize=(11, 3.5))
     for i, (num, name, part) in enumerate(lessons):
         x, y = (i % 6) * 1.8, -(i // 6) * 1.3
         ax.add_patch(plt.Rectangle((x, y), 1.5, 1.0, color=colours[part], ec="black"))
         ax.text(x + 0.75, y + 0.5, f"{num}\n{name}", ha="center", va="center", fontsize=8)
         if i + 1 < len(lessons) and (i + 1) % 6:
             ax.annotate("", xy=(x + 1.8, y + 0.5), xytext=(x + 1.5, y + 0.5), arrowprops={"arrowstyle": "->"})
-    for part, (name, colour) in enumerate(zip(parts, colours)):
-        ax.add_patch(plt.Rectangle((part * 1.8, -2.4), 0.3, 0.3, color=colour, ec="black"))
-        ax.text(part * 1.8 + 0.4, -2.25, name, va="center", fontsize=7)
+    # The legend sits below the boxes in its own rows (three entries per row), so that no label runs into a box
+    # or into the next label.
+    handles = [Patch(facecolor=colour, edgecolor="black", label=name) for name, colour in zip(parts, colours)]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=3, frameon=False, fontsize=8,
+              title="colour = part of the course", title_fontsize=8)
     ax.set_xlim(-0.2, 10.8)
-    ax.set_ylim(-2.6, 1.2)
+    ax.set_ylim(-1.4, 1.1)
     ax.axis("off")
-    ax.set_title("recursionlab: the course map (lesson number, topic; colour = part)")
+    ax.set_title("recursionlab: the course map (lesson number and topic)")
     return ax

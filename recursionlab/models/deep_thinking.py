@@ -88,6 +88,10 @@ class DeepThinking1d(nn.Module):
     -> DeepThinkingOutput``. Any ``n_iters >= 1`` works, independent of training.
     """
 
+    # The progressive loss's gradient pass starts from a detached warm state and skips ``projection``: under
+    # DDP the trainer must then expect parameters without a gradient in some steps.
+    may_leave_parameters_unused = True
+
     def __init__(self, width: int = 64, n_blocks: int = 2, recall: bool = True, in_channels: int = 2) -> None:
         super().__init__()
         if width < 2 or n_blocks < 1 or in_channels < 1:

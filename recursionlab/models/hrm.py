@@ -3,7 +3,7 @@
 Read top to bottom: configuration -> input network f_I -> reasoning modules f_L, f_H -> one *segment* of
 recursion with the 1-step gradient -> the carry across deep-supervision segments -> ACT halting by Q-learning
 -> the loss -> test-time solving. Where the paper and the official code (sapientinc/HRM) disagree we follow
-the code (see ``shared/reference/hrm_trm.md``).
+the code; ``tests/test_conformance.py`` checks this module against fixtures recorded with the official code.
 
 Notation (paper section 2). Input x (a puzzle as L tokens), input embedding x~ = f_I(x). Two recurrent states
 z_H (slow, "high level") and z_L (fast, "low level"), both (B, P + L, D) with P prefix positions. One segment
@@ -244,9 +244,12 @@ class RecursiveReasoningModel(nn.Module):
         self.embed_scale = math.sqrt(D)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, D)
         trunc_normal_corrected_(self.embed_tokens.weight, std=1.0 / math.sqrt(D))
-        # --- puzzle embedding: one D-vector per puzzle id, zero-init, trained by sign-SGD (extra optimizer);
-        # excluded from the paper's parameter counts (the official code keeps it in a buffer).
-        self.puzzle_emb = nn.Parameter(torch.zeros(cfg.num_puzzle_ids, D)) if P > 0 else None
+        # --- puzzle embedding: one D-vector per puzzle id, zero-init. As in the official code the table is a
+        # persistent *buffer*, not a parameter: ARC-AGI-1 with augmentation has ~961k rows, so it must never
+        # get a dense gradient, a dense all-reduce or an EMA copy. A training forward reads the batch's rows
+        # into a small leaf tensor (B, D) that receives the gradient (see ``puzzle_rows``); the sparse sign-SGD
+        # optimizer (``recursionlab.train.optim.SparseSignSGD``) updates just those rows from it.
+        self.register_buffer("puzzle_emb", torch.zeros(cfg.num_puzzle_ids, D) if P > 0 else None)
         # --- positions
         total_len = cfg.seq_len + P
         self.rotary = None
@@ -272,11 +275,60 @@ class RecursiveReasoningModel(nn.Module):
     # ------------------------------------------------------------------ bookkeeping
     def num_parameters(self, include_puzzle_emb: bool = False) -> int:
         """Trainable parameter count; the puzzle-embedding table is excluded by default (as in the papers)."""
-        return sum(p.numel() for n, p in self.named_parameters() if include_puzzle_emb or n != "puzzle_emb")
+        table = self.puzzle_emb.numel() if include_puzzle_emb and self.puzzle_emb is not None else 0
+        return sum(p.numel() for p in self.parameters()) + table
 
     def param_groups(self) -> list[dict]:
-        """Optimizer groups for the main optimizer: every parameter except the puzzle embedding."""
-        return [{"params": [p for n, p in self.named_parameters() if n != "puzzle_emb"]}]
+        """Optimizer groups for the main optimizer: every parameter (the puzzle table is a buffer)."""
+        return [{"params": list(self.parameters())}]
+
+    def ddp_ignored_names(self) -> list[str]:
+        """Tensors DDP must neither broadcast nor all-reduce: the puzzle table (ranks keep it identical by
+        applying the same sparse update from the gathered rows) and its per-batch row buffers."""
+        names = [] if self.puzzle_emb is None else ["puzzle_emb"]
+        return names + [n for n in ("puzzle_rows_local", "puzzle_ids_local") if getattr(self, n, None) is not None]
+
+    def puzzle_rows(self, puzzle_ids: torch.Tensor) -> torch.Tensor:
+        """The puzzle-table rows of ``puzzle_ids`` (B,) -> (B, D).
+
+        In a training forward with grad enabled the rows are copied into a per-batch leaf buffer
+        ``puzzle_rows_local`` (B, D) that receives the gradient, one row per slot, with the ids in
+        ``puzzle_ids_local`` (the official ``CastedSparseEmbedding``; the in-place copy keeps it usable under
+        ``torch.compile(fullgraph=True)`` once the buffer exists -- :meth:`initial_carry` allocates it).
+        :meth:`take_puzzle_grad` hands the rows' gradient to the optimizer. Otherwise (evaluation, no_grad)
+        the table is read directly.
+        """
+        if not (self.training and torch.is_grad_enabled()):
+            return self.puzzle_emb[puzzle_ids]
+        self._ensure_puzzle_buffers(puzzle_ids.shape[0])
+        with torch.no_grad():
+            self.puzzle_rows_local.copy_(self.puzzle_emb[puzzle_ids])
+            self.puzzle_ids_local.copy_(puzzle_ids)
+        return self.puzzle_rows_local
+
+    def _ensure_puzzle_buffers(self, batch: int) -> None:
+        rows = getattr(self, "puzzle_rows_local", None)
+        table = self.puzzle_emb
+        if (
+            table is None
+            or (rows is not None and rows.is_leaf and rows.shape[0] == batch and rows.device == table.device
+                and rows.dtype == table.dtype)
+        ):
+            return
+        # (re)allocated when missing, when the batch size changed, or after .to() made it a non-leaf copy
+        leaf = torch.zeros(batch, table.shape[1], dtype=table.dtype, device=table.device, requires_grad=True)
+        self.register_buffer("puzzle_rows_local", leaf, persistent=False)
+        self.register_buffer("puzzle_ids_local", torch.zeros(batch, dtype=torch.long, device=table.device),
+                             persistent=False)
+
+    def take_puzzle_grad(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ids (B,), gradient (B, D)) of the puzzle rows of the last training forward(s), then clear the
+        gradient; None if there is none. Called by the sparse optimizer's step."""
+        rows = getattr(self, "puzzle_rows_local", None)
+        if rows is None or rows.grad is None:
+            return None
+        grad, rows.grad = rows.grad, None
+        return self.puzzle_ids_local.clone(), grad
 
     def get_extra_state(self) -> dict:
         return {} if self._carry is None else {k: v.detach().cpu() for k, v in self._carry.as_dict().items()}
@@ -305,12 +357,11 @@ class RecursiveReasoningModel(nn.Module):
             B, P = inputs.shape[0], self.prefix_len
             prefix = torch.zeros(B, P, cfg.hidden, dtype=x.dtype, device=x.device)
             # only the first prefix position carries the puzzle embedding (TRM: the other 15 stay zero)
-            prefix = torch.cat(
-                (F.embedding(puzzle_ids, self.puzzle_emb).to(x.dtype).unsqueeze(1), prefix[:, 1:]), 1
-            )
+            prefix = torch.cat((self.puzzle_rows(puzzle_ids).to(x.dtype).unsqueeze(1), prefix[:, 1:]), 1)
             x = torch.cat((prefix, x), dim=1)
         if self.embed_pos is not None:
-            x = (x + self.embed_pos.to(x.dtype)) / math.sqrt(2.0)  # keep unit scale after the sum
+            # keep unit scale after the sum; the official code multiplies by this rounded 1/sqrt(2)
+            x = 0.707106781 * (x + self.embed_pos.to(x.dtype))
         return self.embed_scale * x
 
     # ------------------------------------------------------------------ one segment (subclasses)
@@ -333,6 +384,7 @@ class RecursiveReasoningModel(nn.Module):
         """A carry whose slots are all marked halted, so the next segment loads fresh puzzles into them."""
         B, S, D = inputs.shape[0], self.config.seq_len + self.prefix_len, self.config.hidden
         dev = inputs.device
+        self._ensure_puzzle_buffers(B)  # allocated here, outside a compiled segment
         return ACTCarry(
             z_H=self.H_init.expand(B, S, D).clone(),
             z_L=self.L_init.expand(B, S, D).clone(),
@@ -494,9 +546,11 @@ def q_continue_target(
 ) -> torch.Tensor:
     """HRM's bootstrapped Q-learning target for "continue" (paper section 2, ACT):
 
-        G_cont = sigma(Q_halt^{m+1})                          if the next step is the last (m + 1 >= M_max)
+        G_cont = sigma(Q_halt^{m+1})                          if segment m was the last allowed (m >= M_max)
                = sigma(max(Q_halt^{m+1}, Q_cont^{m+1}))       otherwise
 
+    m counts the segment just run (1 for a puzzle's first), as the carry's step counter does; Q^{m+1} are the
+    logits of one more gradient-free segment. As in the official code, ``is_last = steps >= halt_max_steps``.
     next_q_halt, next_q_continue: (B,) logits from the next segment; is_last: (B,) bool -> (B,) in (0, 1).
     """
     return torch.sigmoid(torch.where(is_last, next_q_halt, torch.maximum(next_q_halt, next_q_continue)))

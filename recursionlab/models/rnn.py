@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recursionlab.nn.rnn import ElmanRNN, elman_backward, elman_forward, run_truncated
+from recursionlab.nn.rnn import (
+    ElmanRNN,
+    detach_state,
+    elman_backward,
+    elman_forward,
+    run_truncated,
+    truncation_edges,
+)
 
 __all__ = [
     "CELLS",
@@ -112,9 +119,11 @@ class _RecurrentModel(nn.Module):
 
     def __init__(
         self, input_size: int, hidden_size: int, output_size: int, cell: str, per_step: bool,
-        truncation: int | None,
+        truncation: int | None, truncation_align: str = "start",
     ) -> None:
         super().__init__()
+        truncation_edges(1, None, truncation_align)  # validates the alignment
+        self.truncation_align = truncation_align
         self.input_size = _check_positive("input_size", input_size)
         self.hidden_size = _check_positive("hidden_size", hidden_size)
         self.cell = _check_cell(cell)
@@ -137,7 +146,7 @@ class _RecurrentModel(nn.Module):
 
     def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
         """Every hidden state: ``x (B, T) ids or (B, T, D) floats -> (B, T, H)``."""
-        hs, _ = run_truncated(self.rnn, self.encode_inputs(x), None, self.truncation)
+        hs, _ = run_truncated(self.rnn, self.encode_inputs(x), None, self.truncation, self.truncation_align)
         return hs
 
     def read_out(self, hs: torch.Tensor) -> torch.Tensor:
@@ -156,13 +165,15 @@ class RNNClassifier(_RecurrentModel):
         hidden_size: H; n_classes: C; cell: one of :data:`CELLS`.
         per_step: classify every step (copy task, running parity) instead of only the last.
         truncation: train with truncated BPTT in windows of this many steps (``None``: full BPTT).
+        truncation_align: ``"start"`` (windows counted from the first step) or ``"end"`` (counted back from the
+            last step, aligned to a loss at the end of the sequence); see :func:`recursionlab.nn.rnn.truncation_edges`.
     """
 
     def __init__(
         self, input_size: int, hidden_size: int, n_classes: int, cell: str = "gru", per_step: bool = False,
-        truncation: int | None = None,
+        truncation: int | None = None, truncation_align: str = "start",
     ) -> None:
-        super().__init__(input_size, hidden_size, n_classes, cell, per_step, truncation)
+        super().__init__(input_size, hidden_size, n_classes, cell, per_step, truncation, truncation_align)
 
 
 class RNNRegressor(_RecurrentModel):
@@ -173,9 +184,9 @@ class RNNRegressor(_RecurrentModel):
 
     def __init__(
         self, input_size: int, hidden_size: int, n_outputs: int = 1, cell: str = "gru",
-        truncation: int | None = None,
+        truncation: int | None = None, truncation_align: str = "start",
     ) -> None:
-        super().__init__(input_size, hidden_size, n_outputs, cell, False, truncation)
+        super().__init__(input_size, hidden_size, n_outputs, cell, False, truncation, truncation_align)
 
     def read_out(self, hs: torch.Tensor) -> torch.Tensor:
         out = super().read_out(hs)
@@ -236,14 +247,35 @@ def state_gradient_norms(
 ) -> torch.Tensor:
     """How much gradient reaches each hidden state: the batch mean of ``||dL/dh_t||`` for ``t = 1..T``.
 
-    Measured with the hand-written BPTT (:func:`recursionlab.nn.rnn.elman_backward`), which hands back the total
-    gradient at every state on the way, so it needs ``cell="elman"``. ``criterion(outputs) -> scalar loss``
-    closes over the targets, e.g. ``lambda out: F.mse_loss(out, y)``. Returns (T,) float; ``x`` as in forward.
+    For ``cell="elman"`` it is measured with the hand-written BPTT (:func:`recursionlab.nn.rnn.elman_backward`),
+    which hands back the total gradient at every state on the way. For the torch cells (``"rnn"``, ``"gru"``,
+    ``"lstm"``) the layer is run one step at a time and autograd gives ``dL/dh_t`` at every step's output (for an
+    LSTM: its output ``h_t``, with the cell state carried along). Both honour the model's truncation.
+    ``criterion(outputs) -> scalar loss`` closes over the targets, e.g. ``lambda out: F.mse_loss(out, y)``.
+    Returns (T,) float; ``x`` as in forward.
     """
-    if getattr(model, "cell", None) != "elman":
-        raise ValueError(f"state_gradient_norms needs a model with cell='elman', got {getattr(model, 'cell', model)!r}")
+    cell = getattr(model, "cell", None)
+    if cell not in CELLS:
+        raise ValueError(f"state_gradient_norms needs a recurrent model with a cell in {CELLS}, got {cell!r}")
     rnn = model.rnn
     inputs = model.encode_inputs(x)
+    if cell != "elman":
+        edges = set(truncation_edges(inputs.shape[1], model.truncation, model.truncation_align))
+        with torch.enable_grad():
+            state, states = None, []
+            for t in range(inputs.shape[1]):
+                if t in edges:
+                    state = detach_state(state)  # the same cut as training with truncated BPTT
+                out, state = rnn(inputs[:, t : t + 1], state)
+                h = out[:, 0]
+                h.retain_grad()
+                # feed h_t itself into the next step, so that h.grad is the TOTAL dL/dh_t (direct + later steps)
+                state = (h[None], state[1]) if isinstance(state, tuple) else h[None]
+                states.append(h)
+            model.zero_grad(set_to_none=True)
+            criterion(model.read_out(torch.stack(states, dim=1))).backward()
+        model.zero_grad(set_to_none=True)
+        return torch.stack([s.grad for s in states], dim=1).detach().norm(dim=-1).mean(dim=0)
     with torch.no_grad():
         h0 = inputs.new_zeros(inputs.shape[0], rnn.hidden_size)
         hs, cache = elman_forward(inputs, h0, rnn.W_xh, rnn.W_hh, rnn.b, rnn.nonlinearity)
@@ -251,5 +283,5 @@ def state_gradient_norms(
         states = hs.detach().requires_grad_()
         (direct,) = torch.autograd.grad(criterion(model.read_out(states)), states)  # dL/dh_t through the readout
     with torch.no_grad():
-        total = elman_backward(direct, cache, model.truncation)["hs"]  # ... plus through all later steps
+        total = elman_backward(direct, cache, model.truncation, model.truncation_align)["hs"]  # + all later steps
     return total.norm(dim=-1).mean(dim=0)

@@ -12,8 +12,11 @@ is ordinary backpropagation through that unrolled graph; :func:`elman_backward` 
     dL/da_t = dL/dh_t * phi'(a_t)
     dL/dW_xh = sum_t dL/da_t x_t^T,  dL/dW_hh = sum_t dL/da_t h_{t-1}^T,  dL/db = sum_t dL/da_t
 
-Truncated BPTT cuts the gradient path every ``k`` steps: the state that enters steps ``k, 2k, ...`` is
-treated as a constant (``detach``). The forward values do not change; only the gradients do.
+Truncated BPTT cuts the gradient path every ``k`` steps: the state that enters a window edge is treated as a
+constant (``detach``). The forward values do not change; only the gradients do. Where the edges sit matters:
+``align="start"`` puts them at ``k, 2k, ...`` (windows counted from the first step, as a stream is cut), and
+``align="end"`` at ``T-k, T-2k, ...`` (windows counted back from the last step, where a loss on the final step
+sits): with a loss only at the end, the start-aligned last window can be as short as one step whatever ``k`` is.
 
 The gradient that reaches ``h_t`` from ``h_T`` is a product of per-step Jacobians
 ``dh_T/dh_t = J_T J_{T-1} ... J_{t+1}`` with ``J_s = diag(phi'(a_s)) W_hh``; its norm shrinks or grows roughly
@@ -38,12 +41,15 @@ __all__ = [
     "elman_forward",
     "elman_step",
     "jacobian_product_norms",
+    "lstm_forward",
     "matrix_with_spectral_radius",
     "run_truncated",
     "spectral_radius",
+    "truncation_edges",
 ]
 
 NONLINEARITIES: tuple[str, ...] = ("tanh", "relu", "linear")
+TRUNCATION_ALIGNS: tuple[str, ...] = ("start", "end")
 
 
 def _check_nonlinearity(nonlinearity: str) -> str:
@@ -58,6 +64,27 @@ def _check_truncation(truncation: int | None) -> int | None:
     if isinstance(truncation, bool) or not isinstance(truncation, int) or truncation < 1:
         raise ValueError(f"truncation must be a positive int (steps per gradient window) or None, got {truncation!r}")
     return truncation
+
+
+def _check_align(align: str) -> str:
+    if align not in TRUNCATION_ALIGNS:
+        raise ValueError(f"unknown window alignment {align!r}; allowed: {', '.join(TRUNCATION_ALIGNS)}")
+    return align
+
+
+def truncation_edges(seq_len: int, truncation: int | None, align: str = "start") -> list[int]:
+    """The steps ``t`` (0-based, ``0 < t < seq_len``) whose incoming state ``h_{t-1}`` truncated BPTT detaches.
+
+    ``align="start"``: ``t = k, 2k, ...`` (windows counted from the first step); ``align="end"``:
+    ``t = T-k, T-2k, ...`` (windows counted back from the last step, so a loss at the last step sees a full
+    window of ``k`` steps). ``truncation=None`` or ``k >= T``: no edges (full BPTT).
+    """
+    truncation, align = _check_truncation(truncation), _check_align(align)
+    if truncation is None:
+        return []
+    if align == "start":
+        return list(range(truncation, seq_len, truncation))
+    return sorted(range(seq_len - truncation, 0, -truncation))
 
 
 def _activate(pre: torch.Tensor, nonlinearity: str) -> torch.Tensor:
@@ -150,7 +177,7 @@ def elman_forward(
 
 
 def elman_backward(
-    grad_hs: torch.Tensor, cache: ElmanCache, truncation: int | None = None
+    grad_hs: torch.Tensor, cache: ElmanCache, truncation: int | None = None, align: str = "start"
 ) -> dict[str, torch.Tensor]:
     """Backpropagation through time for :func:`elman_forward`, by hand.
 
@@ -158,8 +185,10 @@ def elman_backward(
         grad_hs: (B, T, H) the loss's direct gradient dL/dh_t at every step (zeros where a step has no loss;
             a loss on the final state only puts its gradient in ``grad_hs[:, -1]``).
         cache: from :func:`elman_forward`.
-        truncation: ``k`` for truncated BPTT (the state entering steps ``k, 2k, ...`` is detached), or ``None``
+        truncation: ``k`` for truncated BPTT (the state entering each window edge is detached), or ``None``
             for full BPTT.
+        align: where the window edges sit (:func:`truncation_edges`): ``"start"`` (``k, 2k, ...``) or ``"end"``
+            (``T-k, T-2k, ...``, windows aligned to a loss at the last step).
 
     Returns:
         dict with ``W_xh (H, D)``, ``W_hh (H, H)``, ``b (H,)``, ``x (B, T, D)``, ``h0 (B, H)``: the gradients of
@@ -168,6 +197,7 @@ def elman_backward(
     """
     truncation = _check_truncation(truncation)
     x, hs, W_xh, W_hh = cache.x, cache.hs, cache.W_xh, cache.W_hh
+    edges = set(truncation_edges(x.shape[1], truncation, align))
     if tuple(grad_hs.shape) != tuple(hs.shape):
         raise ValueError(f"grad_hs has shape {tuple(grad_hs.shape)}, expected the states' shape {tuple(hs.shape)}")
     grad_W_xh = torch.zeros_like(W_xh)
@@ -186,7 +216,7 @@ def elman_backward(
         grad_b += grad_a.sum(dim=0)
         grad_x[:, t] = grad_a @ W_xh
         grad_h_next = grad_a @ W_hh
-        if truncation is not None and t > 0 and t % truncation == 0:
+        if t in edges:
             grad_h_next = torch.zeros_like(grad_h_next)  # h_{t-1} entered this window detached
     return {"W_xh": grad_W_xh, "W_hh": grad_W_hh, "b": grad_b, "x": grad_x, "h0": grad_h_next, "hs": grad_states}
 
@@ -281,10 +311,12 @@ def detach_state(state: Any) -> Any:
 
 
 def run_truncated(
-    layer: nn.Module, x: torch.Tensor, state: Any = None, truncation: int | None = None
+    layer: nn.Module, x: torch.Tensor, state: Any = None, truncation: int | None = None, align: str = "start"
 ) -> tuple[torch.Tensor, Any]:
     """Run a sequence layer ``(x (B, t, D), state) -> (outputs (B, t, H), state)`` in windows of ``truncation``
     steps, detaching the state between windows (truncated BPTT). ``None`` runs the whole sequence at once.
+    ``align`` places the window edges (:func:`truncation_edges`): ``"start"`` counts windows from the first step,
+    ``"end"`` back from the last (use it when the loss sits at the end of the sequence).
 
     Works for :class:`ElmanRNN` and ``torch.nn.RNN/GRU/LSTM(batch_first=True)``. Returns ``(outputs (B, T, H),
     final state)``; the forward values equal the untruncated ones.
@@ -293,15 +325,44 @@ def run_truncated(
     if x.dim() < 2:
         raise ValueError(f"x must have shape (B, T, ...), got {tuple(x.shape)}")
     seq_len = x.shape[1]
-    if truncation is None or truncation >= seq_len:
+    edges = truncation_edges(seq_len, truncation, align)
+    if not edges:
         return layer(x, state)
     outputs = []
-    for start in range(0, seq_len, truncation):
+    for start, stop in zip([0, *edges], [*edges, seq_len]):
         if start > 0:
             state = detach_state(state)  # no gradient flows into the previous window
-        out, state = layer(x[:, start : start + truncation], state)
+        out, state = layer(x[:, start:stop], state)
         outputs.append(out)
     return torch.cat(outputs, dim=1), state
+
+
+def lstm_forward(
+    x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, W_ih: torch.Tensor, W_hh: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An LSTM layer written out (Hochreiter & Schmidhuber 1997, with a forget gate), in ``torch.nn.LSTM``'s layout.
+
+    Per step: ``[i, f, g, o] = split(W_ih x_t + W_hh h_{t-1} + b, 4)``; ``i, f, o`` through a sigmoid, ``g``
+    through tanh; ``c_t = f * c_{t-1} + i * g``; ``h_t = o * tanh(c_t)``.
+
+    Shapes: ``x (B, T, D)``, ``h0, c0 (B, H)``, ``W_ih (4H, D)``, ``W_hh (4H, H)``, ``b (4H,)`` (torch's two bias
+    vectors summed). Returns ``hs (B, T, H)``, ``cs (B, T, H)`` and ``gates (B, T, 4H)`` (the activated
+    ``i, f, g, o``), everything a hand-written backward pass needs.
+    """
+    H = h0.shape[-1]
+    if W_ih.shape[0] != 4 * H or W_hh.shape != (4 * H, H) or b.shape != (4 * H,) or c0.shape != h0.shape:
+        raise ValueError(f"need W_ih (4H, D), W_hh (4H, H), b (4H,), c0 like h0 (B, H) with H={H}; got "
+                         f"{tuple(W_ih.shape)}, {tuple(W_hh.shape)}, {tuple(b.shape)}, {tuple(c0.shape)}")
+    h, c, hs, cs, gates = h0, c0, [], [], []
+    for t in range(x.shape[1]):
+        i, f, g, o = (x[:, t] @ W_ih.T + h @ W_hh.T + b).split(H, dim=-1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g  # the cell state: an additive path for the gradient, scaled by the forget gate
+        h = o * torch.tanh(c)
+        hs.append(h)
+        cs.append(c)
+        gates.append(torch.cat([i, f, g, o], dim=-1))
+    return torch.stack(hs, dim=1), torch.stack(cs, dim=1), torch.stack(gates, dim=1)
 
 
 def spectral_radius(W: torch.Tensor) -> float:

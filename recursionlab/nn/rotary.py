@@ -64,9 +64,11 @@ class RotaryEmbedding(nn.Module):
             return self.cos_table, self.sin_table
         if positions.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
-        # range check on CPU only: on a GPU it would force a device sync every call
+        # range check on CPU only: on a GPU it would force a device sync every call; skipped while compiling
+        # (reading values back would break the graph; eager runs of the same code have checked them)
         if (
             positions.device.type == "cpu"
+            and not torch.compiler.is_compiling()
             and positions.numel()
             and (int(positions.min()) < 0 or int(positions.max()) >= self.max_positions)
         ):

@@ -4,6 +4,7 @@
 * :mod:`~recursionlab.solvers.implicit`    -- implicit (IFT), 1-step (JFB), phantom and unrolled gradients,
   and :class:`DEQSolver`, the one-call API: ``z, info = DEQSolver("anderson", grad="ift")(f, z0)``.
 * :mod:`~recursionlab.solvers.jacobian`    -- Hutchinson Jacobian penalty and spectral-radius probe.
+* :mod:`~recursionlab.solvers.newton`      -- Newton's method with an exact Jacobian (quadratic convergence).
 """
 
 from recursionlab.solvers.fixed_point import (
@@ -32,6 +33,7 @@ from recursionlab.solvers.jacobian import (
     jacobian_penalty,
     spectral_radius,
 )
+from recursionlab.solvers.newton import newton, newton_step
 
 __all__ = [
     "SOLVERS",
@@ -50,6 +52,8 @@ __all__ = [
     "implicit_fixed_point",
     "jacobian_frobenius_estimate",
     "jacobian_penalty",
+    "newton",
+    "newton_step",
     "phantom_fixed_point",
     "solve",
     "spectral_radius",

@@ -2,7 +2,7 @@
 
 from recursionlab.train.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from recursionlab.train.config import TrainConfig
-from recursionlab.train.engine import StepOutput, Trainer, TrainingDiverged, fit
+from recursionlab.train.engine import StepOutput, Trainer, TrainingDiverged, TrainingInterrupted, fit
 from recursionlab.train.history import History
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "fit",
     "load_checkpoint",
     "save_checkpoint",

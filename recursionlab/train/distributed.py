@@ -8,6 +8,7 @@ the same step as one process over the whole batch.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -45,6 +46,14 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+        # Leave the group before the interpreter tears down: an undestroyed gloo/NCCL group can abort the process
+        # at exit (SIGABRT), which torchrun then reports as a failed run.
+        atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard_batch(batch, info: DistInfo):
@@ -78,3 +87,53 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     dist.all_reduce(t)
     t = (t / info.world_size).cpu()
     return {n: float(v) for n, v in zip(names, t)}
+
+
+def sparse_tensor_names(model: torch.nn.Module) -> set[str]:
+    """Qualified names of the tensors some submodule declares through ``ddp_ignored_names()``: large tables
+    updated sparsely by their own optimizer (HRM/TRM's puzzle embedding), kept out of DDP and of the EMA."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "ddp_ignored_names", None)
+        if callable(declared):
+            names |= {f"{prefix}.{n}" if prefix else n for n in declared()}
+    return names
+
+
+def ignore_sparse_tensors_in_ddp(model: torch.nn.Module) -> None:
+    """Tell DDP (before wrapping ``model``) to neither broadcast nor all-reduce the sparse tables: a dense
+    all-reduce of a 961k-row ARC puzzle table would move ~2 GB per step; their optimizer all-gathers only the
+    batch's rows instead."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    names = sorted(sparse_tensor_names(model))
+    if names:
+        DDP._set_params_and_buffers_to_ignore_for_model(model, names)
+def all_reduce_max(value: int, info: DistInfo) -> int:
+    """The largest ``value`` over all processes (e.g. 'has any process been asked to stop?')."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([int(value)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def broadcast_from_main(obj, info: DistInfo):
+    """Process 0's ``obj`` (any picklable value) on every process."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_to_main(obj, info: DistInfo) -> list | None:
+    """``[obj of process 0, obj of process 1, ...]`` on process 0 and ``None`` elsewhere; ``None`` when running
+    alone (nothing to gather)."""
+    if not info.enabled:
+        return None
+    out = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from recursionlab.train.distributed import sparse_tensor_names
 
 
 class EMA:
     """Shadow copy ``s <- decay * s + (1 - decay) * p`` of every trainable parameter, updated after each step.
 
     ``with ema.swapped(model): ...`` temporarily loads the averaged weights into ``model`` (for evaluation).
+    Buffers are never averaged, and neither is any name in ``exclude`` or in the model's
+    ``ddp_ignored_names()`` (HRM/TRM's sparse puzzle-embedding table: the official EMA does not average it, and
+    an averaged table lags behind the rows the sparse optimizer just wrote).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, exclude: Iterable[str] = ()) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
         self.decay = decay
+        self.excluded = set(exclude) | sparse_tensor_names(model)
         self.shadow: dict[str, torch.Tensor] = {
-            name: p.detach().clone().float() for name, p in model.named_parameters() if p.requires_grad
+            name: p.detach().clone().float()
+            for name, p in model.named_parameters()
+            if p.requires_grad and name not in self.excluded
         }
+        # names an older checkpoint's EMA may hold although they are not averaged now (load_state_dict skips them)
+        self._not_averaged = self.excluded | {name for name, _ in model.named_buffers()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -55,9 +65,11 @@ class EMA:
         return {"decay": self.decay, "shadow": {k: v.clone() for k, v in self.shadow.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        missing = set(self.shadow) ^ set(state["shadow"])
+        shadow = {k: v for k, v in state["shadow"].items() if k not in self._not_averaged}
+        missing = set(self.shadow) ^ set(shadow)
         if missing:
             raise ValueError(f"EMA state does not match the model: differing parameters {sorted(missing)[:5]}")
         self.decay = float(state["decay"])
-        for k, v in state["shadow"].items():
+        for k, v in shadow.items():
             self.shadow[k].copy_(v)
+

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from recursionlab.train.engine import _as_step_output
 
@@ -22,6 +22,14 @@ def count_flops(fn: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def op_flops(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
+    """FLOPs of one aten op ``func(*args, **kwargs) -> out`` exactly as :class:`FlopCounterMode` counts them
+    (matmul, convolution and attention kernels; 0 for every other op). For dispatch modes that count FLOPs
+    themselves, e.g. the cost planner's fake-tensor step (:mod:`recursionlab.train.plan`)."""
+    formula = flop_registry.get(getattr(func, "_overloadpacket", func))
+    return 0 if formula is None else int(formula(*args, **kwargs, out_val=out))
 
 
 def training_step_flops(model: nn.Module, loss_fn: Callable, batch: Any) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from recursionlab.profiles import PROFILES, active_profile, check_profile
+from recursionlab.profiles import PROFILES, UnknownProfileError, active_profile
 from recursionlab.train.config import TrainConfig
 from recursionlab.train.engine import Trainer
 from recursionlab.train.history import History
@@ -145,10 +145,13 @@ def _coerce(value: Any, target_type: Any, key: str) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"cannot read {value!r} as a boolean for {key} (use true/false)")
-    if target_type is int:
-        return int(float(text)) if "e" in text.lower() else int(text)
-    if target_type is float:
-        return float(text)
+    if target_type in (int, float):
+        try:
+            if target_type is float:
+                return float(text)
+            return int(float(text)) if "e" in text.lower() else int(text)
+        except ValueError:
+            raise ValueError(f"cannot read {value!r} for {key}: expected {target_type.__name__}") from None
     if origin is tuple or target_type is tuple:
         parts = [p for p in text.strip("()[]").split(",") if p.strip()]
         inner = args[0] if args else float
@@ -185,7 +188,51 @@ def apply_overrides(config: Any, overrides: dict[str, Any] | None) -> Any:
                 target = child
     if isinstance(getattr(config, "train", None), TrainConfig):
         config.train.validate()
+    unused = set(unused_fields(config))
+    for key in overrides:
+        if key.split(".")[0] in unused:
+            raise UnknownConfigKeyError(
+                f"config key {key!r} has no effect in this configuration ({unused_reason(config)}); "
+                f"it is not used by this recipe"
+            )
     return config
+
+
+def unused_fields(config: Any) -> tuple[str, ...]:
+    """Fields of a recipe config that this configuration ignores (e.g. HRM-only ones in a TRM recipe)."""
+    fn = getattr(config, "unused_fields", None)
+    return tuple(fn()) if callable(fn) else ()
+
+
+def unused_reason(config: Any) -> str:
+    model, task = getattr(config, "model", None), getattr(config, "task", None)
+    return ", ".join(f"{k} {v!r}" for k, v in (("model", model), ("task", task)) if v is not None) or "recipe"
+
+
+# Integer fields that are sizes: a recipe cannot run with them below 1 (every other int must be >= 0).
+_POSITIVE_INT_FIELDS = ("hidden", "hidden_size", "dim", "width", "n_heads", "gru_hidden", "mlp_inner", "n_features")
+
+
+def check_config_values(config: Any) -> None:
+    """Reject impossible values before anything is built: batch sizes and widths below 1, negative counts.
+
+    Raises ``ValueError`` naming the field, its value and what is allowed.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, TrainConfig):
+            value.validate()
+            continue
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_config_values(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if f.name == "batch_size" or f.name.endswith("_batch_size") or f.name in _POSITIVE_INT_FIELDS:
+            if value < 1:
+                raise ValueError(f"{f.name} must be >= 1, got {value}")
+        elif value < 0:
+            raise ValueError(f"{f.name} must be >= 0, got {value}")
 
 
 def config_to_dict(config: Any) -> dict:
@@ -195,12 +242,33 @@ def config_to_dict(config: Any) -> dict:
 def get_config(name: str, profile: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
     """The configuration of recipe ``name`` at ``profile`` (default: active), with overrides applied."""
     recipe = get_recipe(name)
-    profile = active_profile() if profile is None else profile
+    profile = active_profile() if profile is None else normalize_profile(profile)
     if profile not in recipe.profiles:
-        if profile in EXTRA_PROFILES or profile in PROFILES:
-            raise ValueError(f"recipe {name!r} has no {profile!r} profile; it offers: {', '.join(recipe.profiles)}")
-        check_profile(profile)  # raises with the list of profiles
-    return apply_overrides(recipe.config_fn(profile), overrides)
+        raise ValueError(f"recipe {name!r} has no {profile!r} profile; it offers: {', '.join(recipe.profiles)}")
+    config = apply_overrides(recipe.config_fn(profile), overrides)
+    check_config_values(config)
+    return config
+
+
+def normalize_profile(profile: str) -> str:
+    """``profile`` in lower case if it names a profile of any recipe (``paper`` included), else
+    :class:`UnknownProfileError` listing every valid profile."""
+    norm = str(profile).strip().lower()
+    if norm in PROFILES or norm in EXTRA_PROFILES:
+        return norm
+    with_paper = [n for n, r in list_recipes().items() if "paper" in r.profiles]
+    raise UnknownProfileError(
+        f"unknown profile {profile!r}; allowed profiles are {', '.join(PROFILES + EXTRA_PROFILES)} "
+        f"(paper only for {', '.join(with_paper)})"
+    )
+
+
+def shown_config(config: Any) -> dict:
+    """The configuration as plain data without the fields it ignores (what ``show`` prints)."""
+    d = config_to_dict(config)
+    for name in unused_fields(config):
+        d.pop(name, None)
+    return d
 
 
 def build_trainer(name: str, config: Any) -> Trainer:

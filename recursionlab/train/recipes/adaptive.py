@@ -273,3 +273,55 @@ def build_deep_thinking(cfg: DeepThinkingConfig) -> Job:
         }
 
     return Job(model, loss_fn, batch_fn, cfg.train, eval_fn=eval_fn)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The 2x2 ablation of deep thinking (recall x progressive loss), precomputed for lesson 03
+# ----------------------------------------------------------------------------------------------------------------
+
+ABLATION_ARMS: dict[str, dict] = {
+    "recall + progressive": {"recall": True, "alpha": 1.0},
+    "recall, full unroll": {"recall": True, "alpha": 0.0},
+    "no recall, progressive": {"recall": False, "alpha": 1.0},
+    "no recall, full unroll": {"recall": False, "alpha": 0.0},
+}
+
+
+def deep_thinking_ablation(
+    seeds: tuple[int, ...] = (0, 1, 2),
+    profile: str = "laptop",
+    lengths: tuple[int, ...] = (16, 32, 64),
+    n_test: int = 100,
+    test_iters: int = 64,
+) -> dict:
+    """Train the four arms of recall x progressive loss for each seed and measure accuracy after every iteration.
+
+    All arms train at the recipe's ``max_iters`` (16 at laptop) on its training length; the test strings are the
+    lesson's (``prefix_sums_dataset(n_test, L, seed=4242 + L)``). Returns a JSON-ready dict:
+    ``results[arm][str(seed)] = {"curves": {str(L): [acc after 1..test_iters iterations]}, "final_loss", "seconds"}``.
+    """
+    import time
+
+    from recursionlab.models.deep_thinking import accuracy_per_iteration
+    from recursionlab.train.recipes import run_recipe
+
+    test_sets = {L: prefix_sums_dataset(n_test, L, seed=4242 + L) for L in lengths}
+    results: dict = {}
+    for arm, overrides in ABLATION_ARMS.items():
+        results[arm] = {}
+        for seed in seeds:
+            t0 = time.perf_counter()
+            run = run_recipe("deep-thinking-prefix-sums", profile=profile, overrides={**overrides, "seed": seed})
+            model = run.model.eval().cpu()
+            curves = {str(L): [round(float(a), 4) for a in accuracy_per_iteration(model, b, t, test_iters)[0]]
+                      for L, (b, t) in test_sets.items()}
+            results[arm][str(seed)] = {"curves": curves, "final_loss": float(run.history.last("loss")),
+                                       "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"{arm:24s} seed {seed}: 64-bit best {max(curves[str(lengths[-1])]):.2f}, "
+                  f"at {test_iters} iterations {curves[str(lengths[-1])][-1]:.2f}", flush=True)
+    cfg = run.config
+    return {"recipe": "deep-thinking-prefix-sums", "profile": profile, "max_iters": cfg.max_iters,
+            "train_length": cfg.train_length, "train_steps": cfg.train.steps, "seeds": list(seeds),
+            "lengths": list(lengths), "n_test": n_test, "test_iters": test_iters,
+            "test_sets": "prefix_sums_dataset(n_test, L, seed=4242 + L)", "arms": ABLATION_ARMS, "results": results}
+

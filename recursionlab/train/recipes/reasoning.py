@@ -6,11 +6,11 @@
 
 Profiles: ``smoke`` (seconds, tests), ``laptop`` (4x4 / 6x6 Sudoku, small mazes, minutes on a CPU), ``gpu``
 (9x9 hard Sudoku, 30x30 hard mazes, small ARC canvas; about 20 minutes on one GPU) and ``paper`` (the papers'
-hyperparameters, see ``shared/reference/hrm_trm.md``: batch 768, lr 1e-4, AdamATan2 betas (0.9, 0.95), 2000
-warmup steps then constant, wd 1.0 on Sudoku/Maze and 0.1 on ARC, sign-SGD puzzle embeddings, TRM's EMA 0.999;
-step counts = epochs x examples / 768). Paper Sudoku/Maze runs take hours on 8 GPUs (HRM) or a day on 1-4 GPUs
-(TRM); ARC takes ~1-3 days on 4-8 GPUs and is here as a demonstration (our ARC data augments on the fly with
-one puzzle id per task instead of 1000 stored augmentations with an id each).
+hyperparameters, see ``docs/papers/hrm.md`` and ``docs/papers/trm.md``: batch 768, lr 1e-4, AdamATan2 betas
+(0.9, 0.95), 2000 warmup steps then constant, wd 1.0 on Sudoku/Maze and 0.1 on ARC, sign-SGD puzzle embeddings,
+TRM's EMA 0.999; step counts = epochs x examples / 768). Paper Sudoku/Maze runs take hours on 8 GPUs (HRM) or a
+day on 1-4 GPUs (TRM); ARC takes ~1-3 days on 4-8 GPUs and is here as a demonstration (our ARC data augments on
+the fly with one puzzle id per task instead of 1000 stored augmentations with an id each).
 
 Training follows the papers' carry protocol: one engine step = one supervision segment for the whole batch
 (the model keeps the carry), loss = stablemax CE + 0.5 BCE halting terms. Evaluation runs ``halt_max_steps``
@@ -39,7 +39,7 @@ from recursionlab.train.checkpoint import load_checkpoint, save_checkpoint
 from recursionlab.train.config import TrainConfig
 from recursionlab.train.engine import StepOutput, Trainer
 from recursionlab.train.history import History
-from recursionlab.train.optim import SignSGD
+from recursionlab.train.optim import SparseSignSGD
 from recursionlab.train.recipes import Job, get_config, register_recipe
 
 ALL_PROFILES = PROFILES + ("paper",)
@@ -97,6 +97,23 @@ class ReasoningConfig:
     eval_max_puzzles: int | None = None
     model_seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields this model and task ignore (``show`` hides them; overriding one is an error)."""
+        unused: tuple[str, ...] = ("H_layers",) if self.model == "trm" else ()  # TRM has a single network
+        if self.model == "onepass":
+            unused = ("H_layers", "H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob", "gradient",
+                      "q_continue_loss", "ffn_multiple_of", "puzzle_emb_len", "puzzle_emb_lr",
+                      "puzzle_emb_weight_decay", "q_loss_weight")
+        by_task = {
+            "sudoku": ("sudoku_size", "difficulty"),
+            "maze": ("maze_size", "maze_hard", "maze_dihedral"),
+            "arc": ("arc_version", "arc_canvas", "arc_max_tasks", "arc_augmentations"),
+        }
+        for task, names in by_task.items():
+            if task != self.task and self.task in by_task:
+                unused += names
+        return tuple(unused)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -160,12 +177,13 @@ def reasoning_loss_fn(q_loss_weight: float = 0.5):
 
 
 def puzzle_emb_optimizer(lr: float, weight_decay: float):
-    """``extra_optimizers`` for the engine: sign-SGD on the puzzle-embedding table (if the model has one)."""
+    """``extra_optimizers`` for the engine: sparse sign-SGD on the puzzle-embedding table (if the model has
+    one): only the batch's rows, gathered across ranks, are updated."""
 
     def make(model: nn.Module) -> list[torch.optim.Optimizer]:
         if getattr(model, "puzzle_emb", None) is None:
             return []
-        return [SignSGD([model.puzzle_emb], lr=lr, weight_decay=weight_decay)]
+        return [SparseSignSGD(model.puzzle_emb, model.take_puzzle_grad, lr=lr, weight_decay=weight_decay)]
 
     return make
 
@@ -529,7 +547,8 @@ def export_asset(checkpoint: str | Path, out: str | Path, extra: dict | None = N
     state.pop("_extra_state", None)  # the training carry is not part of a shipped model
     if payload.get("ema"):
         for name, shadow in payload["ema"]["shadow"].items():
-            state[name] = shadow.to(state[name].dtype)
+            if name != "puzzle_emb":  # older runs averaged the table too; the live table is the right one
+                state[name] = shadow.to(state[name].dtype)
     vocab = state["embed_tokens.weight" if cfg.model != "onepass" else "token_emb.weight"].shape[0]
     history = History(payload["history"])
     metrics = {k: history.last(k) for k in history.names() if k.startswith("test_")}

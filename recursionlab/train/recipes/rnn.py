@@ -98,6 +98,7 @@ class CopyConfig:
     hidden_size: int = 48
     param_budget: int | None = None
     truncation: int | None = None  # truncated BPTT window (None: full BPTT)
+    truncation_align: str = "end"  # windows counted back from the last step, where the recall loss sits
     batch_size: int = 64
     n_val: int = 500
     seed: int = 0
@@ -129,7 +130,8 @@ def build_rnn_copy(cfg: CopyConfig) -> Job:
     torch.manual_seed(cfg.seed)
     vocab = cfg.n_symbols + 2  # blank, symbols, go marker
     hidden = _hidden_size(cfg.hidden_size, cfg.param_budget, cfg.cell, vocab, cfg.n_symbols)
-    model = RNNClassifier(vocab, hidden, cfg.n_symbols, cell=cfg.cell, per_step=True, truncation=cfg.truncation)
+    model = RNNClassifier(vocab, hidden, cfg.n_symbols, cell=cfg.cell, per_step=True, truncation=cfg.truncation,
+                          truncation_align=cfg.truncation_align)
     x_val, y_val = copy_batch(cfg.n_val, cfg.length, cfg.delay, cfg.n_symbols, generator=_VAL_SEED + cfg.seed)
 
     def batch_fn(step: int):
