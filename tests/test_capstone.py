@@ -8,21 +8,31 @@ import copy
 import pytest
 import torch
 
-from recursionlab.data.latent_tasks import make_chain_batch
+from recursionlab.data.latent_tasks import chain_roots, follow_pointers, make_chain_batch, make_spread_chain_batch
 from recursionlab.models.hybrid import HybridConfig, RoutedRecurrentDepth, sandwich_block_on_queries
 from recursionlab.train import TrainConfig, Trainer
 from recursionlab.train.recipes import get_config, run_recipe
 from recursionlab.train.recipes.capstone import (
     FAMILIES,
     accuracy_vs_knob,
+    baseline_predictions,
+    baseline_scores,
     build_contender,
     capstone_config,
     capstone_contenders,
     chain_accuracy,
     held_out_sets,
+    load_seed_table,
+    majority_answer_accuracy,
     measure_step_flops,
+    partial_correlation,
     plan_training,
+    run_record,
+    seed_table_markdown,
+    summarize_records,
     train_contender,
+    training_depth,
+    within_group_correlation,
 )
 
 
@@ -130,7 +140,7 @@ def test_capstone_recipes_are_registered_and_run(smoke_cfg):
     cfg = get_config("capstone-gru", profile="smoke")
     assert cfg.family == "gru" and cfg.budget_flops == smoke_cfg.budget_flops
     result = run_recipe("capstone-one-pass", profile="smoke", overrides={"budget_flops": 5e7})
-    assert set(result.metrics) == {"acc_in", "acc_deep", "acc_long"}
+    assert set(result.metrics) == {"acc_in", "acc_deep", "acc_long", "acc_extrap", "acc_val"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,3 +249,95 @@ def test_hybrid_config_round_trips_through_a_copy():
     clone.eval()
     with torch.no_grad():
         assert torch.equal(model(tokens, noise_seed=0).logits, clone(tokens, noise_seed=0).logits)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation without shortcuts, trivial baselines, statistics
+# ---------------------------------------------------------------------------------------------------------------
+def test_spread_long_set_has_no_root_zero_shortcut_and_deep_nodes():
+    batch = make_spread_chain_batch(400, 16, 12, 9, 4, generator=5)
+    assert torch.equal(chain_roots(batch.tokens), batch.targets)
+    # exactly one chain per example is longer than 8 nodes, and its root is not always position 0
+    sizes = torch.stack([torch.bincount(t, minlength=16) for t in batch.targets])
+    assert torch.all((sizes >= 9).sum(1) == 1) and torch.all(sizes.max(1).values <= 12)
+    long_roots = sizes.argmax(1)
+    assert len(set(long_roots.tolist())) >= 5
+    _, majority = majority_answer_accuracy(batch)
+    assert majority < 0.35  # the old long set gave ~0.70 for "answer 0"
+    old = make_chain_batch(400, 16, 16, 9, generator=5)
+    assert majority_answer_accuracy(old)[1] > 0.6
+    assert bool((batch.depth > 7).any())
+    with pytest.raises(ValueError, match="min_chain"):
+        make_spread_chain_batch(2, 8, 4, 5, 2)
+
+
+def test_pointer_following_counts_hops():
+    tokens = torch.tensor([[0, 0, 1, 2, 4, 3]])  # chains 0-1-2-3-5 and 4
+    assert follow_pointers(tokens, 0).tolist() == [[0, 1, 2, 3, 4, 5]]
+    assert follow_pointers(tokens, 1).tolist() == tokens.tolist()
+    assert follow_pointers(tokens, 2).tolist() == [[0, 0, 0, 1, 4, 2]]
+    batch = make_chain_batch(64, 12, 6, generator=1)
+    assert torch.equal(follow_pointers(batch.tokens, 5), batch.targets)  # 5 hops reach every root of <= 6 nodes
+    with pytest.raises(ValueError, match="hops"):
+        follow_pointers(tokens, -1)
+
+
+def test_baselines_on_the_held_out_sets(smoke_cfg):
+    scores = baseline_scores(smoke_cfg)
+    sets = held_out_sets(smoke_cfg)
+    assert set(scores) == {"val", "in", "long"}
+    assert scores["in"]["k_hop_all"]["all"] == 1.0  # k = deepest training node solves training-length chains
+    assert scores["long"]["k_hop_all"]["hard"] == 0.0  # ... and no node deeper than k
+    assert scores["in"]["k_hop"]["all"] < 1.0 or smoke_cfg.recurrences >= training_depth(smoke_cfg)
+    _, majority = majority_answer_accuracy(sets["long"])
+    assert scores["long"]["majority"]["all"] == pytest.approx(majority)
+    for name in ("in", "long"):
+        pred = baseline_predictions("copy_parent", sets[name].tokens)
+        assert scores[name]["copy_parent"]["all"] == pytest.approx(float((pred == sets[name].targets).float().mean()))
+    assert training_depth(smoke_cfg) == smoke_cfg.train_max_chain - 1
+    assert not torch.equal(sets["val"].tokens, sets["in"].tokens)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_predictions("oracle", sets["in"].tokens)
+
+
+def test_partial_and_within_position_correlation():
+    g = torch.Generator().manual_seed(0)
+    position = torch.randint(0, 10, (4000,), generator=g).double()
+    depth = position + torch.randn(4000, generator=g, dtype=torch.float64)
+    confounded = 2 * position + torch.randn(4000, generator=g, dtype=torch.float64)  # depends on position only
+    assert partial_correlation(confounded, depth, position) == pytest.approx(0.0, abs=0.05)
+    assert within_group_correlation(confounded, depth, position.long()) == pytest.approx(0.0, abs=0.05)
+    # the textbook formula
+    x, y, z = (torch.randn(500, generator=g, dtype=torch.float64) for _ in range(3))
+    y = y + 0.5 * x + z
+    r = torch.corrcoef(torch.stack([x, y, z]))
+    want = (r[0, 1] - r[0, 2] * r[1, 2]) / torch.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
+    assert partial_correlation(x, y, z) == pytest.approx(float(want), rel=1e-9)
+    with pytest.raises(ValueError, match="share a shape"):
+        partial_correlation(x, y[:3], z)
+
+
+def test_run_record_is_json_ready_and_summarised(smoke_cfg):
+    import json
+
+    records = [run_record("hybrid", capstone_config("smoke", seed=s, budget_flops=3e7), n_evals=2) for s in (0, 1)]
+    json.dumps(records)
+    assert records[0]["router"]["in"].keys() >= {"raw", "partial", "within", "depth_vs_position"}
+    assert records[0]["knob_curve"] and records[0]["train_flops"] <= 3e7
+    mean, sd, n = summarize_records(records, "acc_in")[("hybrid", 3e7)]
+    assert n == 2 and mean == pytest.approx((records[0]["acc_in"] + records[1]["acc_in"]) / 2) and sd >= 0
+
+
+def test_shipped_seed_table_has_three_seeds_per_family_and_current_baselines():
+    table = load_seed_table()
+    cfg = capstone_config(table["meta"]["profile"])
+    main = [r for r in table["records"] if r["budget"] == cfg.budget_flops and r["lr_scale"] == 1.0
+            and not r["options"]]
+    for family in FAMILIES:
+        seeds = {r["seed"] for r in main if r["family"] == family}
+        assert len(seeds) >= 3, f"{family}: seeds {sorted(seeds)}"
+    # the baselines shipped with the table are those of today's held-out sets (same sets the notebook scores on)
+    for name, scores in baseline_scores(cfg).items():
+        for baseline, parts in scores.items():
+            assert table["meta"]["baselines"][name][baseline] == pytest.approx(parts), (name, baseline)
+    assert "seeds" in seed_table_markdown(main, table["meta"]["baselines"])

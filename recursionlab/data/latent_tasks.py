@@ -25,7 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ChainBatch", "chain_roots", "chain_depths", "make_chain_batch", "chain_accuracy_by_depth"]
+__all__ = [
+    "ChainBatch", "chain_roots", "chain_depths", "make_chain_batch", "make_spread_chain_batch", "follow_pointers",
+    "chain_accuracy_by_depth",
+]
 
 
 @dataclass
@@ -156,6 +159,73 @@ def make_chain_batch(
             parents[b, chain[1:]] = chain[:-1]
             start += length
     return ChainBatch(parents, chain_roots(parents), chain_depths(parents))
+
+
+def make_spread_chain_batch(
+    batch_size: int,
+    num_nodes: int,
+    max_chain: int,
+    min_chain: int,
+    filler_max_chain: int,
+    generator: torch.Generator | int | None = None,
+) -> ChainBatch:
+    """Forests with ONE long chain whose root position is spread out, for evaluating length extrapolation.
+
+    :func:`make_chain_batch` with long chains puts most nodes under root 0 (a long chain almost always contains
+    position 0, the leftmost node, which is then its root), so "answer 0" scores well. Here each example has
+    one long chain of ``min_chain..max_chain`` nodes whose root ``r`` is uniform over ``0..num_nodes - L``; its
+    other ``L - 1`` nodes are a random subset of the positions right of ``r``. The remaining positions (those
+    left of ``r`` included) form chains of ``1..filler_max_chain`` nodes, drawn as in :func:`make_chain_batch`.
+
+    Returns a :class:`ChainBatch` of (B, N) long tensors.
+    """
+    batch_size = _check_int("batch_size", batch_size, 1)
+    num_nodes = _check_int("num_nodes", num_nodes, 2)
+    max_chain = _check_int("max_chain", max_chain, 1)
+    min_chain = _check_int("min_chain", min_chain, 1)
+    filler_max_chain = _check_int("filler_max_chain", filler_max_chain, 1)
+    if min_chain > max_chain or max_chain > num_nodes:
+        raise ValueError(
+            f"need 1 <= min_chain <= max_chain <= num_nodes, got min_chain={min_chain}, max_chain={max_chain}, "
+            f"num_nodes={num_nodes}"
+        )
+    g = _as_generator(generator)
+    parents = torch.empty(batch_size, num_nodes, dtype=torch.long)
+    for b in range(batch_size):
+        length = int(torch.randint(min_chain, max_chain + 1, (1,), generator=g))
+        root = int(torch.randint(0, num_nodes - length + 1, (1,), generator=g))
+        right = torch.arange(root + 1, num_nodes)
+        rest_of_chain = right[torch.randperm(len(right), generator=g)[: length - 1]].sort().values
+        chain = torch.cat([torch.tensor([root]), rest_of_chain])
+        parents[b, chain[0]] = chain[0]
+        parents[b, chain[1:]] = chain[:-1]
+        used = torch.zeros(num_nodes, dtype=torch.bool)
+        used[chain] = True
+        free = torch.arange(num_nodes)[~used]
+        free = free[torch.randperm(len(free), generator=g)]
+        start = 0
+        while start < len(free):
+            size = int(torch.randint(1, filler_max_chain + 1, (1,), generator=g))
+            piece = free[start : start + size].sort().values
+            parents[b, piece[0]] = piece[0]
+            parents[b, piece[1:]] = piece[:-1]
+            start += size
+    return ChainBatch(parents, chain_roots(parents), chain_depths(parents))
+
+
+def follow_pointers(parents: torch.Tensor, hops: int) -> torch.Tensor:
+    """Where ``hops`` pointer hops from every node lead (a root stays put): ``p^(hops)(i)``.
+
+    parents: (B, N) long with ``0 <= parents[b, i] <= i``; hops >= 0. Returns (B, N) long. With hops >= the
+    deepest node's depth this is the root of every node; with fewer it is the "k-hop" trivial baseline.
+    """
+    _check_pointers(parents)
+    hops = _check_int("hops", hops, 0)
+    p = parents.long()
+    where = torch.arange(p.shape[1], device=p.device).expand_as(p).clone()
+    for _ in range(hops):
+        where = torch.gather(p, 1, where)
+    return where
 
 
 def chain_accuracy_by_depth(

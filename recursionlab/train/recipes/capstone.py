@@ -36,9 +36,11 @@ Recipes ``capstone-<family>`` train one contender from the command line, e.g.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from recursionlab.data.latent_tasks import ChainBatch, make_chain_batch
+from recursionlab.data.latent_tasks import ChainBatch, follow_pointers, make_chain_batch, make_spread_chain_batch
 from recursionlab.models.act import UniversalTransformer
 from recursionlab.models.baselines import OnePassConfig, OnePassTransformer
 from recursionlab.models.deq import DEQSequenceModel
@@ -91,6 +93,19 @@ __all__ = [
     "inference_flops_per_sequence",
     "deep_depth",
     "results_table",
+    "BASELINES",
+    "baseline_predictions",
+    "baseline_scores",
+    "majority_answer_accuracy",
+    "training_depth",
+    "partial_correlation",
+    "within_group_correlation",
+    "router_depth_analysis",
+    "run_record",
+    "summarize_records",
+    "load_seed_table",
+    "seed_table_markdown",
+    "SEED_TABLE",
 ]
 
 FAMILIES: tuple[str, ...] = (
@@ -122,6 +137,7 @@ class CapstoneConfig:
     dim, n_heads: width of every transformer-based family; gru_hidden: the GRU's state size.
     recurrences: the training depth of the recurrent families (mean r for Huginn, cap for the hybrid and ACT).
     eval_size: held-out chains per test set; knob_values: test-time settings for the curves.
+    seed: model initialisation and training stream; eval_seed: the held-out sets (fixed across training seeds).
     family: the one family a ``capstone-<family>`` recipe trains (ignored by :func:`capstone_contenders`).
     train: optimiser settings shared by all (``steps`` is replaced by the budget's step count).
     """
@@ -138,6 +154,7 @@ class CapstoneConfig:
     eval_size: int = 256
     knob_values: tuple[int, ...] = (1, 2, 4, 8, 16)
     seed: int = 0
+    eval_seed: int = 0
     family: str = "hybrid"
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
@@ -171,7 +188,7 @@ def capstone_config(profile: str | None = None, **overrides: Any) -> CapstoneCon
     cfg = CapstoneConfig(
         num_nodes=by_profile(8, 16, 32, profile=profile),
         train_max_chain=by_profile(4, 8, 12, profile=profile),
-        test_max_chain=by_profile(8, 16, 32, profile=profile),
+        test_max_chain=by_profile(7, 12, 24, profile=profile),
         batch_size=by_profile(8, 16, 128, profile=profile),
         dim=by_profile(16, 32, 128, profile=profile),
         n_heads=4,
@@ -203,7 +220,8 @@ class Contender:
     at_cap: ``model -> model`` returning a copy whose training step runs at its cap (no early stopping), used to
         charge early-stopping models; None if the step cost does not depend on learned halting.
     charge: one line saying how the contender is charged.
-    lr: its learning rate.
+    lr: its learning rate; train_overrides: TrainConfig fields of the family's own recipe (e.g. TRM's optimiser
+        and EMA); recipe: one line describing them.
     """
 
     name: str
@@ -219,6 +237,8 @@ class Contender:
     at_cap: Callable[[nn.Module], nn.Module] | None = None
     charge: str = "FLOPs of one measured training step x steps"
     lr: float = 2e-3
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    recipe: str = "AdamW (0.9, 0.95), wd 0.01, cosine, warm-up 10% (<= 50 steps), clip 1"
 
     def num_parameters(self) -> int:
         """Trainable parameters (shared/tied tensors counted once)."""
@@ -278,12 +298,13 @@ def _knob_values(cfg: CapstoneConfig, top: int | None = None) -> tuple[int, ...]
     return tuple(v for v in cfg.knob_values if top is None or v <= top)
 
 
-def _one_pass(cfg: CapstoneConfig) -> Contender:
+def _one_pass(cfg: CapstoneConfig, norm: str = "post") -> Contender:
     model = OnePassTransformer(OnePassConfig(
         vocab_size=cfg.num_nodes, seq_len=cfg.num_nodes, dim=cfg.dim, n_layers=4, n_heads=cfg.n_heads,
-        positions="learned", norm="post",
+        positions="learned", norm=norm,
     ))
-    return Contender(FAMILY_NAMES["one_pass"], "one_pass", model, _plain_loss,
+    name = FAMILY_NAMES["one_pass"] + ("" if norm == "post" else f" ({norm}-norm)")
+    return Contender(name, "one_pass", model, _plain_loss,
                      lambda s: (lambda b: (b.tokens, b.targets))(_chains(cfg, s)), _plain_predict)
 
 
@@ -372,7 +393,9 @@ def _hrm(cfg: CapstoneConfig, outer_steps: int = 4) -> Contender:
     return Contender(FAMILY_NAMES["hrm"], "hrm", model, reasoning_loss_fn(0.5), _reasoning_batch(cfg),
                      _solve_predict, knob="supervision steps", knob_default=outer_steps,
                      knob_values=_knob_values(cfg, 8),
-                     charge="one supervision segment per step (+ its no-grad Q-target segment), measured")
+                     charge="one supervision segment per step (+ its no-grad Q-target segment), measured",
+                     train_overrides={"optimizer": "adam_atan2"},
+                     recipe="the paper's AdamATan2 (0.9, 0.95), wd 0.01, cosine, warm-up 10% (<= 50 steps), clip 1")
 
 
 def _trm(cfg: CapstoneConfig, outer_steps: int = 4) -> Contender:
@@ -382,7 +405,11 @@ def _trm(cfg: CapstoneConfig, outer_steps: int = 4) -> Contender:
     name = FAMILY_NAMES["trm"] + ("" if outer_steps > 1 else " without the outer loop")
     return Contender(name, "trm", model, reasoning_loss_fn(0.5), _reasoning_batch(cfg),
                      _solve_predict, knob="supervision steps", knob_default=outer_steps,
-                     knob_values=_knob_values(cfg, 8), charge="one supervision segment per step, measured")
+                     knob_values=_knob_values(cfg, 8), charge="one supervision segment per step, measured",
+                     # the paper's AdamATan2 and weight EMA; its decay 0.999 averages over ~1000 steps, more than
+                     # this run has, so the decay is scaled down to 0.99
+                     train_overrides={"optimizer": "adam_atan2", "ema_decay": 0.99},
+                     recipe="the paper's AdamATan2 + EMA (decay 0.99, scaled to a few hundred steps), wd 0.01, cosine")
 
 
 def _recurrent_depth(cfg: CapstoneConfig) -> Contender:
@@ -452,14 +479,16 @@ def build_contender(family: str, cfg: CapstoneConfig, **options: Any) -> Contend
     """One family adapted to the shared task (model initialised from ``cfg.seed``).
 
     ``options`` go to the family's builder; HRM and TRM take ``outer_steps`` (supervision segments per example,
-    1 = no outer loop, for the ablation).
+    1 = no outer loop, for the ablation); the one-pass transformer takes ``norm`` ("post" or "pre").
     """
     if family not in _BUILDERS:
         raise ValueError(f"unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
-    if options and family not in ("hrm", "trm"):
-        raise ValueError(f"family {family!r} takes no options, got {sorted(options)}")
-    if set(options) - {"outer_steps"}:
-        raise ValueError(f"unknown options {sorted(set(options) - {'outer_steps'})}; allowed: outer_steps")
+    allowed = {"hrm": {"outer_steps"}, "trm": {"outer_steps"}, "one_pass": {"norm"}}.get(family, set())
+    if set(options) - allowed:
+        raise ValueError(f"unknown options {sorted(set(options) - allowed)} for family {family!r}; "
+                         f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+    if family == "one_pass" and options.get("norm", "post") not in ("pre", "post"):
+        raise ValueError(f"norm must be 'pre' or 'post', got {options['norm']!r}")
     cfg.validate()
     torch.manual_seed(cfg.seed)
     return _BUILDERS[family](cfg, **options)
@@ -582,14 +611,82 @@ def plan_training(contender: Contender, budget_flops: float, probe_batch: int | 
 # ------------------------------------------------------------------------------------------------------------
 # Training and evaluation
 # ------------------------------------------------------------------------------------------------------------
+def training_depth(cfg: CapstoneConfig) -> int:
+    """Deepest node of a training chain (hops from its root): ``train_max_chain - 1``."""
+    return cfg.train_max_chain - 1
+
+
 def held_out_sets(cfg: CapstoneConfig) -> dict[str, ChainBatch]:
-    """Held-out chains (seeds disjoint from training's): "in" = training lengths; "long" = every chain longer
-    than any seen in training (train_max_chain + 1 .. test_max_chain nodes; the last chain is cut to fit)."""
+    """Held-out chains, drawn from ``cfg.eval_seed`` (the same sets for every training seed; seeds disjoint from
+    training's).
+
+    "val": training lengths, for choosing learning rates (never the test sets); "in": training lengths, the test
+    set; "long": one chain per example longer than any seen in training (train_max_chain + 1 .. test_max_chain
+    nodes) with its root position spread out (:func:`~recursionlab.data.latent_tasks.make_spread_chain_batch`),
+    the rest filled with short chains; its nodes deeper than :func:`training_depth` measure extrapolation.
+    """
+    base = cfg.eval_seed * 10**5 + 10**6
     return {
-        "in": make_chain_batch(cfg.eval_size, cfg.num_nodes, cfg.train_max_chain, generator=cfg.seed + 10**6),
-        "long": make_chain_batch(cfg.eval_size, cfg.num_nodes, cfg.test_max_chain, min_chain=cfg.train_max_chain + 1,
-                                 generator=cfg.seed + 2 * 10**6),
+        "val": make_chain_batch(cfg.eval_size, cfg.num_nodes, cfg.train_max_chain, generator=base + 3),
+        "in": make_chain_batch(cfg.eval_size, cfg.num_nodes, cfg.train_max_chain, generator=base + 1),
+        "long": make_spread_chain_batch(cfg.eval_size, cfg.num_nodes, cfg.test_max_chain, cfg.train_max_chain + 1,
+                                        max(1, cfg.train_max_chain // 2), generator=base + 2),
     }
+
+
+BASELINES: dict[str, str] = {
+    "answer_0": "answer 0 everywhere",
+    "copy_parent": "copy the parent (1 hop)",
+    "k_hop": "follow k pointers, k = training recurrences",
+    "k_hop_all": "follow k pointers, k = deepest training node",
+    "majority": "the set's most common root, everywhere",
+}
+
+
+def baseline_predictions(name: str, tokens: torch.Tensor, hops: int = 1, constant: int = 0) -> torch.Tensor:
+    """A trivial baseline's answers (B, N) long for parent tokens (B, N) long.
+
+    "answer_0": 0 everywhere; "copy_parent": the token itself; "k_hop" / "k_hop_all": ``hops`` pointer hops
+    (:func:`~recursionlab.data.latent_tasks.follow_pointers`); "majority": ``constant`` everywhere.
+    """
+    if name == "answer_0":
+        return torch.zeros_like(tokens)
+    if name == "copy_parent":
+        return tokens.clone()
+    if name in ("k_hop", "k_hop_all"):
+        return follow_pointers(tokens, hops)
+    if name == "majority":
+        return torch.full_like(tokens, int(constant))
+    raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(BASELINES)}")
+
+
+def majority_answer_accuracy(batch: ChainBatch) -> tuple[int, float]:
+    """The most common root of a set and the accuracy of answering it everywhere (the best constant answer)."""
+    counts = torch.bincount(batch.targets.flatten())
+    top = int(counts.argmax())
+    return top, float(counts[top]) / batch.targets.numel()
+
+
+def _set_scores(pred: torch.Tensor, batch: ChainBatch, cfg: CapstoneConfig, name: str) -> dict[str, float]:
+    """Accuracy on every node, and on the set's hard nodes: deep ones (>= deep_depth) for training lengths,
+    deeper than the training depth (extrapolation) for the long set."""
+    hit = pred == batch.targets
+    hard = batch.depth > training_depth(cfg) if name == "long" else batch.depth >= deep_depth(cfg)
+    return {"all": float(hit.float().mean()), "hard": float(hit[hard].float().mean())}
+
+
+def baseline_scores(cfg: CapstoneConfig) -> dict[str, dict[str, dict[str, float]]]:
+    """``{set: {baseline: {"all": acc, "hard": acc}}}`` for the held-out sets and :data:`BASELINES`
+    ("hard": deep nodes of the training-length sets, nodes deeper than the training depth of "long"). "k_hop"
+    follows ``cfg.recurrences`` pointers (one hop per recurrence of the recurrent families' training depth),
+    "k_hop_all" follows :func:`training_depth` pointers (enough for every training chain)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    hops = {"k_hop": cfg.recurrences, "k_hop_all": training_depth(cfg)}
+    for name, batch in held_out_sets(cfg).items():
+        constant, _ = majority_answer_accuracy(batch)
+        out[name] = {b: _set_scores(baseline_predictions(b, batch.tokens, hops.get(b, 1), constant), batch,
+                                    cfg, name) for b in BASELINES}
+    return out
 
 
 @torch.no_grad()
@@ -626,14 +723,14 @@ def evaluate_contender(contender: Contender, model: nn.Module, cfg: CapstoneConf
     """Held-out node accuracy at the family's default test-time setting.
 
     acc_in: every node of training-length chains; acc_deep: those at least :func:`deep_depth` hops from their
-    root; acc_long: every node of the chains longer than training's.
+    root; acc_long: every node of the spread-root long set; acc_extrap: its nodes deeper than any in training
+    (:func:`training_depth`); acc_val: the validation set (training lengths, for choosing learning rates).
     """
-    sets = held_out_sets(cfg)
-    pred = predict_roots(contender, model, sets["in"].tokens)
-    hit = pred == sets["in"].targets
-    return {"acc_in": float(hit.float().mean()),
-            "acc_deep": float(hit[sets["in"].depth >= deep_depth(cfg)].float().mean()),
-            "acc_long": chain_accuracy(contender, model, sets["long"])}
+    scores = {}
+    for name, batch in held_out_sets(cfg).items():
+        scores[name] = _set_scores(predict_roots(contender, model, batch.tokens), batch, cfg, name)
+    return {"acc_in": scores["in"]["all"], "acc_deep": scores["in"]["hard"], "acc_long": scores["long"]["all"],
+            "acc_extrap": scores["long"]["hard"], "acc_val": scores["val"]["all"]}
 
 
 def accuracy_vs_knob(contender: Contender, model: nn.Module, batch: ChainBatch,
@@ -658,15 +755,16 @@ def inference_flops_per_sequence(contender: Contender, model: nn.Module, tokens:
 def train_config_for(contender: Contender, cfg: CapstoneConfig, steps: int, n_evals: int = 0) -> TrainConfig:
     """The shared optimiser settings with the contender's learning rate and its budgeted step count."""
     return replace(cfg.train, steps=int(steps), lr=contender.lr, warmup_steps=min(50, max(1, steps // 10)),
-                   eval_every=max(1, steps // n_evals) if n_evals else 0)
+                   eval_every=max(1, steps // n_evals) if n_evals else 0, **contender.train_overrides)
 
 
 @dataclass
 class CapstoneResult:
     """One trained contender: the table row plus what the plots need.
 
-    accuracy / accuracy_deep / accuracy_long: held-out node accuracy on training-length chains, on their nodes
-    at least ``deep_depth`` hops from the root, and on longer chains (see :func:`evaluate_contender`);
+    accuracy / accuracy_deep / accuracy_long / accuracy_extrap / accuracy_val: held-out node accuracy on
+    training-length chains, on their nodes at least ``deep_depth`` hops from the root, on the long set, on its
+    nodes deeper than the training depth, and on the validation set (see :func:`evaluate_contender`);
     wall_s: training time without the evaluations; inference_flops: FLOPs per sequence at the default test-time setting;
     curve: (training FLOPs, held-out accuracy) pairs recorded during training.
     """
@@ -687,11 +785,14 @@ class CapstoneResult:
     model: nn.Module
     contender: Contender
     plan: ComputePlan
+    accuracy_extrap: float = float("nan")
+    accuracy_val: float = float("nan")
 
     def row(self) -> dict[str, Any]:
         """The table row."""
         return {"model": self.name, "held-out acc": round(self.accuracy, 3),
-                "deep-node acc": round(self.accuracy_deep, 3), "params": self.params,
+                "deep-node acc": round(self.accuracy_deep, 3), "long acc": round(self.accuracy_long, 3),
+                "extrapolation acc": round(self.accuracy_extrap, 3), "params": self.params,
                 "train FLOPs": f"{self.train_flops:.2e}", "steps": self.steps, "wall s": round(self.wall_s, 1),
                 "infer FLOPs/seq": f"{self.inference_flops:.1e}"}
 
@@ -706,7 +807,7 @@ def train_contender(contender: Contender, cfg: CapstoneConfig, budget_flops: flo
         plan = plan_training(contender, budget)
     elif plan.budget != budget:
         raise ValueError(f"the plan was made for a budget of {plan.budget:.3g} FLOPs, not {budget:.3g}")
-    probe_set = held_out_sets(cfg)["in"]
+    probe_set = held_out_sets(cfg)["val"]  # the curve is for looking, the test sets stay unseen
     probe_set = ChainBatch(probe_set.tokens[:128], probe_set.targets[:128], probe_set.depth[:128])
     eval_time = [0.0]
 
@@ -730,7 +831,7 @@ def train_contender(contender: Contender, cfg: CapstoneConfig, budget_flops: flo
     inf = inference_flops_per_sequence(contender, model, probe_set.tokens[:4])
     return CapstoneResult(contender.name, contender.family, contender.num_parameters(), plan.steps,
                           plan.total_flops, wall, acc["acc_in"], acc["acc_deep"], acc["acc_long"], inf,
-                          contender.knob, curve, history, model, contender, plan)
+                          contender.knob, curve, history, model, contender, plan, acc["acc_extrap"], acc["acc_val"])
 
 
 def results_table(results: list[CapstoneResult]) -> str:
@@ -742,6 +843,164 @@ def results_table(results: list[CapstoneResult]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(f"{row[k]:,}" if isinstance(row[k], int) else str(row[k]) for k in head) + " |"
               for row in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Statistics: the router analysis, and many seeds
+# ------------------------------------------------------------------------------------------------------------
+def _check_same_shape(**tensors: torch.Tensor) -> list[torch.Tensor]:
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"inputs must share a shape, got {shapes}")
+    return [v.detach().double().flatten() for v in tensors.values()]
+
+
+def _corr(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denom = float(x.norm() * y.norm())
+    return float("nan") if denom == 0 else float((x * y).sum()) / denom
+
+
+def partial_correlation(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> float:
+    """Pearson correlation of x and y once a linear effect of z is removed from both.
+
+    x, y, z: tensors of one shape (flattened; e.g. (B, N) recurrences, node depths, positions). Equals
+    ``(r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2))``; NaN when a residual is constant.
+    """
+    x, y, z = _check_same_shape(x=x, y=y, z=z)
+    design = torch.stack([torch.ones_like(z), z], 1)
+    rx = x - design @ torch.linalg.lstsq(design, x[:, None]).solution[:, 0]
+    ry = y - design @ torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    return _corr(rx, ry)
+
+
+def within_group_correlation(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> float:
+    """Correlation of x and y after subtracting each group's mean from both (e.g. groups = positions: compares
+    nodes at the SAME position only, removing any effect of position, linear or not). Same-shape tensors."""
+    x, y, g = _check_same_shape(x=x, y=y, groups=groups)
+    g = g.long()
+    if int(g.min()) < 0:
+        raise ValueError(f"groups must be non-negative integers, got min {int(g.min())}")
+    count = torch.bincount(g).double().clamp(min=1)
+    mean_x = torch.bincount(g, weights=x) / count
+    mean_y = torch.bincount(g, weights=y) / count
+    return _corr(x - mean_x[g], y - mean_y[g])
+
+
+@torch.no_grad()
+def router_depth_analysis(model: nn.Module, batch: ChainBatch, rule: str = "threshold") -> dict[str, float]:
+    """Does the hybrid's router give deeper nodes more recurrences, beyond what their position predicts?
+
+    model: a :class:`~recursionlab.models.hybrid.RoutedRecurrentDepth`. Returns the correlation of the
+    recurrences a node gets with its depth ("raw"), the same given position ("partial", linear) and within
+    positions ("within"), and the correlation of depth with position ("depth_vs_position", the confound).
+    """
+    was = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        given = model(batch.tokens.to(device), rule=rule, noise_seed=0).depth.cpu().double()
+    finally:
+        model.train(was)
+    position = torch.arange(batch.tokens.shape[1]).expand_as(batch.tokens)
+    depth = batch.depth.double()
+    x, y = given.flatten(), depth.flatten()
+    return {"raw": _corr(x, y), "partial": partial_correlation(given, depth, position),
+            "within": within_group_correlation(given, depth, position),
+            "depth_vs_position": _corr(y, position.double().flatten()),
+            "mean_recurrences": float(given.mean())}
+
+
+def run_record(family: str, cfg: CapstoneConfig, lr_scale: float = 1.0, n_evals: int = 6,
+               **options: Any) -> dict[str, Any]:
+    """Train one contender (seed and budget from ``cfg``, learning rate times ``lr_scale``) and return a
+    JSON-ready record: the table's numbers, the quality-vs-compute curve, test-time curves on the long set
+    (all nodes and extrapolation nodes), and for the hybrid the router analysis."""
+    if not lr_scale > 0:
+        raise ValueError(f"lr_scale must be > 0, got {lr_scale!r}")
+    contender = build_contender(family, cfg, **options)
+    contender.lr *= lr_scale
+    result = train_contender(contender, cfg, n_evals=n_evals)
+    sets = held_out_sets(cfg)
+    record: dict[str, Any] = {
+        "family": family, "name": contender.name, "seed": cfg.seed, "budget": cfg.budget_flops,
+        "lr": contender.lr, "lr_scale": lr_scale, "options": options, "recipe": contender.recipe,
+        "params": result.params, "steps": result.steps, "train_flops": result.train_flops,
+        "infer_flops": result.inference_flops, "wall_s": result.wall_s,
+        "acc_in": result.accuracy, "acc_deep": result.accuracy_deep, "acc_long": result.accuracy_long,
+        "acc_extrap": result.accuracy_extrap, "acc_val": result.accuracy_val,
+        "curve": [[float(f), float(a)] for f, a in result.curve], "knob": contender.knob,
+        "knob_default": contender.knob_default, "knob_curve": {},
+    }
+    for value in contender.knob_values if contender.knob else ():
+        pred = predict_roots(contender, result.model, sets["long"].tokens, int(value))
+        record["knob_curve"][str(int(value))] = _set_scores(pred, sets["long"], cfg, "long")
+    if family == "hybrid":
+        record["router"] = {name: router_depth_analysis(result.model, sets[name]) for name in ("in", "long")}
+    return record
+
+
+def summarize_records(records: list[dict[str, Any]], key: str) -> dict[tuple[str, float], tuple[float, float, int]]:
+    """Mean, sample sd (0 for one run) and count of ``record[key]`` per (family, budget) over seeds."""
+    groups: dict[tuple[str, float], list[float]] = {}
+    for r in records:
+        groups.setdefault((r["family"], float(r["budget"])), []).append(float(r[key]))
+    out = {}
+    for k, v in groups.items():
+        t = torch.tensor(v, dtype=torch.float64)
+        out[k] = (float(t.mean()), float(t.std()) if len(v) > 1 else 0.0, len(v))
+    return out
+
+
+SEED_TABLE = Path(__file__).resolve().parents[2] / "assets" / "capstone_seeds.json"
+
+
+def load_seed_table(path: str | Path | None = None) -> dict[str, Any]:
+    """The precomputed multi-seed sweep (``recursionlab/assets/capstone_seeds.json`` by default; made by
+    ``python -m recursionlab.train.capstone_table``, provenance in ``recursionlab/assets/README.md``):
+    ``{"meta": {profile, config, baselines, ...}, "records": [run_record(...), ...]}``."""
+    path = SEED_TABLE if path is None else Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no seed table at {path}; make one with python -m recursionlab.train.capstone_table")
+    return json.loads(path.read_text())
+
+
+def _pm(mean: float, sd: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def seed_table_markdown(records: list[dict[str, Any]], baselines: dict[str, dict[str, dict[str, float]]],
+                        queries: int = 10_000) -> str:
+    """A Markdown table: per family mean ± sd over seeds of every accuracy, the steps, training FLOPs, inference
+    FLOPs per sequence and total FLOPs (training + ``queries`` answered sequences), then the trivial baselines.
+
+    records: :func:`run_record` dicts of ONE budget and learning rate; baselines: :func:`baseline_scores`.
+    """
+    if not records:
+        raise ValueError("seed_table_markdown needs at least one record")
+    cols = ("acc_in", "acc_deep", "acc_val", "acc_long", "acc_extrap")
+    head = ["model", "seeds", "held-out acc", "deep-node acc", "val acc", "long acc", "extrap. acc", "steps",
+            "train FLOPs", "infer FLOPs/seq", f"train + {queries:,} answers"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    families = list(dict.fromkeys(r["family"] for r in records))
+    for fam in families:
+        rs = [r for r in records if r["family"] == fam]
+        row = [rs[0]["name"], str(len(rs))]
+        for c in cols:
+            t = torch.tensor([r[c] for r in rs], dtype=torch.float64)
+            row.append(_pm(float(t.mean()), float(t.std()) if len(rs) > 1 else 0.0))
+        steps = sorted({r["steps"] for r in rs})
+        train = sum(r["train_flops"] for r in rs) / len(rs)
+        infer = sum(r["infer_flops"] for r in rs) / len(rs)
+        row += ["/".join(map(str, steps)), f"{train:.2e}", f"{infer:.1e}", f"{train + queries * infer:.2e}"]
+        lines.append("| " + " | ".join(row) + " |")
+    for name, label in BASELINES.items():
+        row = [f"*baseline: {label}*", "–", _pm(baselines["in"][name]["all"], 0)[:5],
+               _pm(baselines["in"][name]["hard"], 0)[:5], _pm(baselines["val"][name]["all"], 0)[:5],
+               _pm(baselines["long"][name]["all"], 0)[:5], _pm(baselines["long"][name]["hard"], 0)[:5],
+               "0", "0", "–", "–"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
