@@ -85,13 +85,19 @@ class Settings:
     gpu_test_paths: list[str]
 
 
+def _overrides_for(recipe: str, overrides: dict) -> dict:
+    """The tiny-shape overrides a recipe accepts: TRM has a single network, so no ``H_layers`` (setting an unused
+    field is an error)."""
+    return {k: v for k, v in overrides.items() if not (k == "H_layers" and recipe.startswith("trm"))}
+
+
 def settings(dry_run: bool) -> Settings:
     if dry_run:
         tiny = {"hidden": 32, "n_heads": 2, "H_layers": 1, "L_layers": 1, "H_cycles": 1, "L_cycles": 1,
                 "ffn_multiple_of": 16, "halt_max_steps": 2, "puzzle_emb_len": 1}
         return Settings(
             dry_run=True, device="cpu", profile_models="smoke", batch=4, model_overrides=tiny,
-            compile_backend="aot_eager", compiled_models=("hrm-sudoku",), warmup_steps=2, timed_s=0.0,
+            compile_backend="aot_eager", compiled_models=("hrm-sudoku", "trm-sudoku"), warmup_steps=2, timed_s=0.0,
             # generous: on a shared 2-core CI machine the caps must not make the dry run flaky
             caps={"gpu-tests": 180, "throughput": 300, "sudoku": 120}, run_cap_s={"eager": 60, "compiled": 120},
             sudoku_profile="smoke", sudoku_overrides={"n_train": 16, "n_test": 8, "batch_size": 8},
@@ -211,7 +217,7 @@ def measure_throughput(recipe: str, s: Settings, precision: str, compiled: bool,
     deadline = time.perf_counter() + cap_s
     device = torch.device(s.device)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    cfg = get_config(recipe, s.profile_models, s.model_overrides)
+    cfg = get_config(recipe, s.profile_models, _overrides_for(recipe, s.model_overrides))
     shape = _puzzle_shape(cfg)
     batch_size = s.batch or cfg.batch_size
     model = build_model(cfg, shape).to(device)
@@ -262,7 +268,7 @@ def planned_peak(recipe: str, s: Settings, precision: str) -> int:
     from recursionlab.train.recipes import get_config
     from recursionlab.train.recipes.reasoning import build_model, reasoning_loss_fn
 
-    cfg = get_config(recipe, s.profile_models, s.model_overrides)
+    cfg = get_config(recipe, s.profile_models, _overrides_for(recipe, s.model_overrides))
     shape = _puzzle_shape(cfg)
     model = build_model(cfg, shape)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
