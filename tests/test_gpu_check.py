@@ -15,7 +15,7 @@ def test_dry_run_runs_every_phase_and_appends_a_section(tmp_path):
     assert "CPU dry run" in text and "gpu-tests ok" in text and "throughput ok" in text and "sudoku ok" in text
     assert "3 skipped" in text  # the gpu-marked tests ran (and skipped cleanly without CUDA)
     rows = [line for line in text.splitlines() if line.startswith(("| hrm-sudoku", "| trm-sudoku"))]
-    assert len(rows) == 5  # HRM: bf16, bf16 compiled, fp32; TRM: bf16, fp32 (one compile keeps the dry run short)
+    assert len(rows) == 6  # HRM and TRM: bf16, fp32, bf16 compiled (as the real run)
     assert all("FAILED" not in r for r in rows)
     assert "exact accuracy" in text and "held-out" in text
 
