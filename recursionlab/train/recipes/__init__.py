@@ -189,6 +189,8 @@ def apply_overrides(config: Any, overrides: dict[str, Any] | None) -> Any:
 
 
 def config_to_dict(config: Any) -> dict:
+    if callable(getattr(config, "to_dict", None)):  # a config may add derived fields (e.g. its data source)
+        return config.to_dict()
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
