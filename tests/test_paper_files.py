@@ -166,10 +166,13 @@ def test_arc_folder_import_concept_tasks_join_training(tmp_path):
 
 # ---------------------------------------------------------------- no test puzzle is (a symmetry of) a training one
 def test_generated_splits_share_no_puzzle_up_to_symmetry():
-    train, test = sudoku_dataset(4, n_train=60, n_test=40, difficulty="medium", seed=0, cache=False)
+    train, test = sudoku_dataset(4, n_train=60, n_test=40, difficulty="medium", seed=0, cache=False,
+                                 disjoint="symmetry")
     train_keys = {R.canonical_key(S.decode_tokens(x)) for x in train.inputs.numpy()}
     assert len(test) < 40  # 4x4 has few classes: the builder did drop symmetric copies
     assert not any(R.canonical_key(S.decode_tokens(x)) in train_keys for x in test.inputs.numpy())
+    _, exact = sudoku_dataset(4, n_train=60, n_test=40, difficulty="medium", seed=0, cache=False)
+    assert len(exact) > len(test)  # 4x4 defaults to dropping exact copies only (see sudoku_dataset)
     mtrain, mtest = maze_dataset(40, 40, size=6, hard=False, seed=0)
     keys = {maze_symmetry_key(x, 6) for x in mtrain.inputs.numpy()}
     assert len(mtest) < 40 and not any(maze_symmetry_key(x, 6) in keys for x in mtest.inputs.numpy())

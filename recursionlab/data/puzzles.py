@@ -225,6 +225,7 @@ def sudoku_dataset(
     *,
     workers: int = 1,
     cache: bool = True,
+    disjoint: str | None = None,
 ) -> PuzzleSplits:
     """Sudoku train/test sets (independent streams of :func:`recursionlab.data.sudoku.generate_puzzles`).
 
@@ -232,16 +233,22 @@ def sudoku_dataset(
     + 1, L = size**2, vocab = size + 2, every puzzle id 0. Training batches are augmented with digit
     relabelling, band/row and stack/column permutations and (4x4, 9x9) transposition. ``meta["ratings"]`` (N,)
     holds each puzzle's field-standard rating (:func:`recursionlab.data.sudoku_rating.rate`), ``meta["backtracks"]``
-    the course solver's complete-search backtracks. A test puzzle that is a symmetry of a training puzzle (same
-    canonical form) is dropped, so the test set may be a little smaller. ``workers`` and ``cache`` go to the
-    generator.
+    the course solver's complete-search backtracks. ``disjoint="symmetry"`` drops every test puzzle that is a
+    symmetry of a training puzzle (same canonical form), ``"exact"`` only exact copies; the default is "symmetry"
+    for 6x6 and 9x9 and "exact" for 4x4, which has only a few dozen essentially different minimal puzzles (a
+    1000-puzzle 4x4 training set covers them all, so no symmetry-disjoint 4x4 test set exists). The test set may
+    therefore be a little smaller than ``n_test``. ``workers`` and ``cache`` go to the generator.
     """
+    disjoint = disjoint or ("exact" if size == 4 else "symmetry")
+    if disjoint not in ("symmetry", "exact"):
+        raise ValueError(f"disjoint must be 'symmetry' or 'exact', got {disjoint!r}")
+    key = sudoku_rating.canonical_key if disjoint == "symmetry" else (lambda p: np.asarray(p).tobytes())
     sets = [
         sudoku_data.generate_puzzles(n, size, difficulty, seed, stream=stream, workers=workers, cache=cache)
         for n, stream in ((n_train, 0), (n_test, 1))
     ]
-    seen = {sudoku_rating.canonical_key(p) for p in sets[0].puzzles}
-    keep = np.array([sudoku_rating.canonical_key(p) not in seen for p in sets[1].puzzles], dtype=bool)
+    seen = {key(p) for p in sets[0].puzzles}
+    keep = np.array([key(p) not in seen for p in sets[1].puzzles], dtype=bool)
     out = []
     for part, s, sel in (("train", sets[0], slice(None)), ("test", sets[1], keep)):
         puzzles, solutions = s.puzzles[sel], s.solutions[sel]
