@@ -211,3 +211,22 @@ def test_paper_recipes_train_on_the_files_given(sudoku_folder, tmp_path, capsys)
     assert "test_exact" in result.metrics
     with pytest.raises(ValueError, match="sudoku_size=9"):
         load_puzzles(get_config("trm-sudoku", "smoke", {"data_path": str(sudoku_folder)}))
+
+
+def test_maze_and_arc_recipes_load_the_files_given(tmp_path):
+    from recursionlab.train.recipes import get_config
+    from recursionlab.train.recipes.reasoning import load_puzzles
+
+    mazes = M.generate_mazes(3, 8, seed=2)
+    for name in ("train.csv", "test.csv"):
+        (tmp_path / name).write_text(HEADER + "".join(_maze_line(x, y) for x, y in zip(mazes.inputs, mazes.labels)))
+    cfg = get_config("trm-maze", "paper", {"data_path": str(tmp_path), "maze_size": 8})
+    assert "Maze-Hard CSV files" in cfg.describe_data()
+    train, test = load_puzzles(cfg)
+    assert train.name == "maze-hard-files-train" and len(train) == 3 and len(test) == 0  # test = train: all dropped
+    rng = np.random.default_rng(1)
+    demo, test_pair = (rng.integers(0, 10, (2, 2)),) * 2, (np.eye(2, dtype=int),) * 2
+    _write_task(tmp_path / "concept" / "Copy" / "Copy1.json", [demo], [test_pair])
+    cfg = get_config("trm-arc", "smoke", {"data_path": str(tmp_path / "concept"), "arc_max_tasks": 1})
+    train, _ = load_puzzles(cfg)
+    assert "Copy1" in train.meta["task_names"] and "task JSON files" in cfg.describe_data()
