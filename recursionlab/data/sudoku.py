@@ -6,10 +6,12 @@ Boxes are ``2x2`` (n=4), ``2x3`` (n=6: two rows by three columns) and ``3x3`` (n
 * :func:`solve` -- depth-first search over bitmask candidate sets with naked and hidden singles, branching on
   the cell with the fewest candidates (MRV). It counts solutions up to a limit (``limit=2`` proves uniqueness)
   and reports its effort in :class:`SearchStats` (``nodes``, ``guesses``, ``backtracks`` = dead ends).
-* :func:`generate_puzzle` / :func:`generate_puzzles` -- unique-solution puzzles at a difficulty rated by the
-  solver's backtracks over its *complete* search tree (so the rating does not depend on the order digits are
-  tried). ``"hard"`` keeps only minimal puzzles that need real backtracking, in the spirit of Sudoku-Extreme
-  (HRM paper, arXiv 2506.21734, rated by tdoku backtracks; our solver and thresholds are our own).
+* :func:`generate_puzzle` / :func:`generate_puzzles` -- unique-solution puzzles at a difficulty. Every puzzle
+  carries two ratings: ``backtracks`` of this solver's *complete* search tree, and the field-standard ``rating``
+  of :mod:`recursionlab.data.sudoku_rating` (DPLL guesses as tdoku counts them for Sudoku-Extreme, HRM paper
+  arXiv 2506.21734; symmetry-invariant). ``"easy"``: half the cells blank, singles solve it; ``"medium"``: minimal
+  puzzles; ``"hard"``: minimal puzzles with ``backtracks >= HARD_MIN_BACKTRACKS`` at 4x4/6x6, and at 9x9 minimal
+  puzzles hill-climbed until ``rating >= HARD_MIN_RATING_9`` (20; Sudoku-Extreme averages about 22).
   Puzzle ``i`` of a set depends only on ``(seed, size, difficulty, i)``, so sets are reproducible, prefixes of
   bigger sets, and identical with 1 or 2 worker processes. Sets are cached on disk (see :func:`cache_dir`).
 * :class:`SudokuTransform` -- validity-preserving augmentation (digit relabelling, row permutations inside
