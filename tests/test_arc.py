@@ -161,3 +161,91 @@ def test_bad_grids_are_rejected():
         A.encode_grid(np.array([[10]]))
     with pytest.raises(ValueError, match="version"):
         A.load_arc_tasks("arc3")
+
+
+# ---------------------------------------------------------------- the papers' offline versions and translation
+def _crop_translated(tokens: np.ndarray, canvas: int) -> np.ndarray:
+    """The colour rectangle of a (possibly translated) canvas: the bounding box of its colour tokens."""
+    board = np.asarray(tokens).reshape(canvas, canvas)
+    rows, cols = np.nonzero(board >= A.COLOUR_OFFSET)
+    return board[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] - A.COLOUR_OFFSET
+
+
+def test_offset_encoding_moves_grid_and_eos_together():
+    grid = np.array([[1, 2], [3, 4], [5, 6]])
+    board = A.encode_grid(grid, canvas=6, offset=(2, 3)).reshape(6, 6)
+    assert np.array_equal(board[2:5, 3:5] - A.COLOUR_OFFSET, grid)
+    assert (board[5, 3:5] == A.EOS).all() and (board[2:5, 5] == A.EOS).all()
+    assert (board == A.EOS).sum() == 5 and (board >= A.COLOUR_OFFSET).sum() == 6
+    with pytest.raises(ValueError, match="outside"):
+        A.encode_grid(grid, canvas=6, offset=(4, 0))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        r, c = A.random_offset(grid, grid.T, 6, rng)
+        A.encode_pair(grid, grid.T, 6, offset=(r, c))  # both grids always fit
+
+
+def test_task_versions_are_distinct_and_reject_duplicates(tasks):
+    rng = np.random.default_rng(0)
+    versions = A.task_versions(tasks["training"][0], 6, rng)
+    assert len(versions) == 7 and versions[0].is_identity
+    assert len({v.key() for v in versions}) == 7
+    # a task of one colour on a square grid has only 9 distinct versions (the colour); the rest are rejected
+    square = np.full((2, 2), 3)
+    plain = A.ArcTask("plain", "training", [(square, square)], [(square, square)])
+    assert len(A.task_versions(plain, 50, rng)) == 9
+
+
+def test_offline_versions_round_trip_with_own_ids_and_translation(tasks):
+    from recursionlab.data.puzzles import arc_dataset
+
+    train, test = arc_dataset(canvas=10, max_tasks=3, versions=3, seed=0)
+    names, keys = train.meta["task_names"], train.meta["version_keys"]
+    assert len(names) == len(keys) == train.num_puzzle_ids and len(set(zip(names[1:], keys[1:]))) == len(names) - 1
+    by_id = {t.task_id: t for split in tasks.values() for t in split}
+    moved = 0
+    for x, y, pid, i, is_test in zip(train.inputs.numpy(), train.labels.numpy(), train.puzzle_ids.numpy(),
+                                     train.meta["pair_index"], train.meta["is_test_pair"]):
+        task = by_id[names[pid]]
+        k, colours = keys[pid].split("/")
+        aug = A.ArcAugmentation(A.DIHEDRAL_NAMES.index(k), np.array([int(c) for c in colours]))
+        a, b = (task.test if is_test else task.train)[i]
+        assert np.array_equal(aug.invert(_crop_translated(x, 10)), a)  # the training example, augmented and moved
+        assert np.array_equal(aug.invert(_crop_translated(np.where(y < 0, 0, y), 10)), b)
+        moved += A.decode_grid(x, 10).shape != a.shape[::1] or not np.array_equal(A.decode_grid(x, 10), aug.apply(a))
+    assert moved > 0
+    # one example per version stays at the top-left corner
+    for pid in np.unique(train.puzzle_ids.numpy()):
+        rows = np.flatnonzero(train.puzzle_ids.numpy() == pid)
+        assert any(train.inputs[r].numpy().reshape(10, 10)[0, 0] != A.PAD for r in rows)
+    # test rows are never translated; the stored inverse maps give back the original test pair
+    for x, y, k, colours, pid, i in zip(test.inputs.numpy(), test.labels.numpy(), test.meta["aug_k"],
+                                       test.meta["aug_colours"], test.puzzle_ids.numpy(), test.meta["pair_index"]):
+        aug = A.ArcAugmentation(int(k), colours)
+        a, b = by_id[names[pid]].test[i]
+        assert np.array_equal(aug.invert(A.decode_grid(x)), a)
+        assert np.array_equal(aug.invert(A.decode_grid(np.where(y < 0, 0, y))), b)
+
+
+def test_voting_over_stored_versions_scores_an_oracle_perfectly():
+    import torch
+
+    from recursionlab.data.puzzles import arc_dataset
+    from recursionlab.models.puzzle_eval import evaluate_arc
+
+    _, test = arc_dataset(canvas=10, max_tasks=4, versions=2, seed=1)
+    answers = {x.numpy().tobytes(): y.numpy() for x, y in zip(test.inputs, test.labels)}
+
+    class Oracle(torch.nn.Module):  # answers every stored copy correctly, in that copy's own frame
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def solve(self, x, ids, n_steps=None):
+            labels = [answers[r.numpy().tobytes()] for r in x]
+            y = torch.stack([torch.as_tensor(np.where(t < 0, 0, t)) for t in labels])
+            return type("Trace", (), {"predictions": y[None], "q_halt_logits": torch.zeros(1, len(x))})()
+
+    res = evaluate_arc(Oracle(), test)
+    assert res.pass_at_1 == 1.0 and res.n_test_inputs == len(np.unique(test.meta["source_input"]))
+    assert res.n_augmentations == 3

@@ -40,7 +40,10 @@ __all__ = [
     "load_arc_tasks",
     "pass_at_k",
     "random_augmentation",
+    "pair_symmetry_key",
+    "random_offset",
     "score_tasks",
+    "task_versions",
     "vote",
 ]
 
@@ -145,16 +148,22 @@ def _check_grid(grid, canvas: int) -> np.ndarray:
     return g.astype(np.int64)
 
 
-def encode_grid(grid, canvas: int = CANVAS) -> np.ndarray:
-    """Grid (h, w) colours 0..9 -> tokens (canvas*canvas,) int64: PAD 0, EOS 1, colour c -> c + 2."""
+def encode_grid(grid, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Grid (h, w) colours 0..9 -> tokens (canvas*canvas,) int64: PAD 0, EOS 1, colour c -> c + 2.
+
+    ``offset`` (row, column) moves the grid away from the top-left corner (the papers' translation augmentation
+    of training examples); the EOS row and column follow it."""
     g = _check_grid(grid, canvas)
     h, w = g.shape
+    r0, c0 = int(offset[0]), int(offset[1])
+    if r0 < 0 or c0 < 0 or r0 + h > canvas or c0 + w > canvas:
+        raise ValueError(f"offset {offset} puts a {h}x{w} grid outside the {canvas}x{canvas} canvas")
     board = np.full((canvas, canvas), PAD, dtype=np.int64)
-    board[:h, :w] = g + COLOUR_OFFSET
-    if h < canvas:
-        board[h, :w] = EOS
-    if w < canvas:
-        board[:h, w] = EOS
+    board[r0 : r0 + h, c0 : c0 + w] = g + COLOUR_OFFSET
+    if r0 + h < canvas:
+        board[r0 + h, c0 : c0 + w] = EOS
+    if c0 + w < canvas:
+        board[r0 : r0 + h, c0 + w] = EOS
     return board.ravel()
 
 
@@ -180,12 +189,64 @@ def decode_grid(tokens, canvas: int | None = None) -> np.ndarray:
     return (t[:h, : int(width[h - 1])] - COLOUR_OFFSET).astype(np.int64)
 
 
-def encode_pair(inp, out, canvas: int = CANVAS, ignore_index: int = -100) -> tuple[np.ndarray, np.ndarray]:
+def encode_pair(
+    inp, out, canvas: int = CANVAS, ignore_index: int = -100, offset: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, np.ndarray]:
     """An (input, output) pair -> (input tokens, label tokens), each (canvas*canvas,) int64; the label's PAD
-    cells become ``ignore_index`` (EOS cells stay supervised, as in HRM/TRM)."""
-    x = encode_grid(inp, canvas)
-    y = encode_grid(out, canvas)
+    cells become ``ignore_index`` (EOS cells stay supervised, as in HRM/TRM). Input and output share ``offset``."""
+    x = encode_grid(inp, canvas, offset)
+    y = encode_grid(out, canvas, offset)
     return x, np.where(y == PAD, ignore_index, y)
+
+
+def random_offset(inp, out, canvas: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A uniform top-left offset at which both grids of a pair fit on the canvas (HRM/TRM's translation)."""
+    h = max(np.shape(inp)[0], np.shape(out)[0])
+    w = max(np.shape(inp)[1], np.shape(out)[1])
+    return int(rng.integers(0, canvas - h + 1)), int(rng.integers(0, canvas - w + 1))
+
+
+def pair_symmetry_key(inp, out) -> bytes:
+    """A key equal for an (input, output) pair and every augmentation of it (any dihedral transform with any
+    permutation of colours 1..9): the smallest encoding over the 8 transforms with colours renamed in order of
+    first appearance (black stays 0). Used to keep test pairs that are symmetries of training pairs out."""
+    best = None
+    for k in range(8):
+        a, b = dihedral(np.asarray(inp), k), dihedral(np.asarray(out), k)
+        flat = np.concatenate([a.ravel(), b.ravel()])
+        colours, first = np.unique(flat[flat > 0], return_index=True)
+        rename = np.zeros(N_COLOURS, dtype=np.int64)
+        rename[colours[np.argsort(first)]] = np.arange(1, len(colours) + 1)
+        key = np.array([*a.shape, *b.shape], dtype=np.int64).tobytes() + rename[flat].astype(np.int8).tobytes()
+        best = key if best is None or key < best else best
+    return best
+
+
+def task_versions(task: ArcTask, n_versions: int, rng: np.random.Generator) -> list[ArcAugmentation]:
+    """The identity plus up to ``n_versions`` random augmentations of a task whose augmented grids all differ
+    (a version equal to an earlier one, e.g. from a symmetric task, is rejected; at most ``5 * n_versions``
+    draws, as in the papers' builders). Each version is one puzzle identifier in the papers' datasets."""
+    if n_versions < 0:
+        raise ValueError(f"n_versions must be >= 0, got {n_versions}")
+
+    def key(aug: ArcAugmentation) -> bytes:
+        parts = []
+        for g in task.grids():
+            a = aug.apply(g)
+            parts.append(np.array(a.shape, dtype=np.int64).tobytes() + a.astype(np.int8).tobytes())
+        return b"|".join(parts)
+
+    versions = [IDENTITY]
+    seen = {key(IDENTITY)}
+    for _ in range(5 * n_versions):
+        if len(versions) > n_versions:
+            break
+        aug = random_augmentation(rng)
+        k = key(aug)
+        if k not in seen:
+            seen.add(k)
+            versions.append(aug)
+    return versions
 
 
 # ----------------------------------------------------------------------------------------------------------

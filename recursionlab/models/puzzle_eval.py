@@ -158,8 +158,13 @@ def evaluate_arc(
     mapped back by the inverse augmentation, grouped by exact grid and ranked by (votes, mean sigma(Q_halt));
     pass@k = the true output among the top k.
 
-    test: an ``arc_dataset(...).test`` set (``meta["task_names"]`` maps puzzle ids to task ids).
+    test: an ``arc_dataset(...).test`` set (``meta["task_names"]`` maps puzzle ids to task ids). A test set built
+    with the papers' offline versions (``arc_dataset(versions=K)``) already holds every augmented copy with its own
+    puzzle id and inverse map: those rows are voted over instead (``n_augmentations`` is then unused and
+    ``max_inputs`` counts original test inputs).
     """
+    if "source_input" in test.meta:
+        return _evaluate_arc_versions(model, test, n_steps, batch_size, mode, max_inputs)
     if n_augmentations < 1:
         raise ValueError(f"n_augmentations must be >= 1, got {n_augmentations}")
     names = test.meta.get("task_names")
@@ -220,5 +225,54 @@ def evaluate_arc(
         n_tasks=len(targets),
         n_test_inputs=n,
         n_augmentations=n_augmentations,
+        candidates=candidates,
+    )
+
+
+@torch.no_grad()
+def _evaluate_arc_versions(model, test, n_steps, batch_size, mode, max_inputs) -> ArcEvalResult:
+    """Vote over the stored augmented versions of each test input (see :func:`evaluate_arc`)."""
+    names = test.meta["task_names"]
+    source = test.meta["source_input"]
+    rows = np.flatnonzero(source < (source.max() + 1 if max_inputs is None else int(max_inputs)))
+    canvas = int(round(np.sqrt(test.seq_len)))
+    augs = [arc_data.ArcAugmentation(int(k), c) for k, c in zip(test.meta["aug_k"], test.meta["aug_colours"])]
+    device = _device_of(model)
+    grids, confs = {}, {}
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(rows), batch_size):
+            sel = rows[s : s + batch_size]
+            x = test.inputs[sel].to(device)
+            trace = model.solve(x, test.puzzle_ids[sel].to(device), n_steps)
+            preds = trace.predictions[-1].cpu().numpy()
+            conf = torch.sigmoid(trace.q_halt_logits[-1]).cpu().numpy()
+            for r, p, c in zip(sel, preds, conf):
+                grids[int(r)], confs[int(r)] = arc_data.decode_grid(p, canvas), float(c)
+    finally:
+        model.train(was_training)
+    targets: dict[str, list[np.ndarray]] = {}
+    candidates: dict[str, list[list[arc_data.Candidate]]] = {}
+    for j in np.unique(source[rows]):
+        members = rows[source[rows] == j]
+        first = int(members[0])
+        task = names[int(test.puzzle_ids[first])]
+        y_tok = test.labels[first].numpy()
+        truth = augs[first].invert(arc_data.decode_grid(np.where(y_tok == IGNORE_INDEX, arc_data.PAD, y_tok), canvas))
+        preds = []
+        for r in members:
+            try:
+                preds.append((augs[int(r)].invert(grids[int(r)]), confs[int(r)]))
+            except (IndexError, ValueError):
+                continue
+        targets.setdefault(task, []).append(truth)
+        candidates.setdefault(task, []).append(arc_data.vote(preds))
+    return ArcEvalResult(
+        pass_at_1=arc_data.score_tasks(candidates, targets, k=1, mode=mode),
+        pass_at_2=arc_data.score_tasks(candidates, targets, k=2, mode=mode),
+        n_tasks=len(targets),
+        n_test_inputs=len(np.unique(source[rows])),
+        n_augmentations=int(np.bincount(source[rows]).max()) if len(rows) else 0,
         candidates=candidates,
     )

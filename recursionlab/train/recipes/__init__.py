@@ -236,6 +236,8 @@ def check_config_values(config: Any) -> None:
 
 
 def config_to_dict(config: Any) -> dict:
+    if callable(getattr(config, "to_dict", None)):  # a config may add derived fields (e.g. its data source)
+        return config.to_dict()
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 

