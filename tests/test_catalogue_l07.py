@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recursionlab.course.checks import CheckFailed, grading
+from recursionlab.course.checks import assert_rejected
 from recursionlab.course.graders import l07_hrm as g
 
 
@@ -147,11 +147,6 @@ WRONG_COSINES = [
 ]
 
 
-def _rejected(checker, fn, capsys):
-    assert not checker(fn)
-    assert "\u274c" in capsys.readouterr().out
-    with grading(), pytest.raises(CheckFailed):
-        checker(fn)
 
 
 def test_master_solutions_pass(capsys):
@@ -165,7 +160,7 @@ def test_master_solutions_pass(capsys):
 
 @pytest.mark.parametrize("wrong", WRONG_SEGMENTS, ids=lambda f: f.__name__)
 def test_wrong_segments_are_rejected(wrong, capsys):
-    _rejected(g.check_hrm_segment, wrong, capsys)
+    assert_rejected(g.check_hrm_segment, wrong)
 
 
 def test_detach_variant_is_rejected_for_the_graph_not_the_numbers(capsys):
@@ -175,22 +170,22 @@ def test_detach_variant_is_rejected_for_the_graph_not_the_numbers(capsys):
 
 @pytest.mark.parametrize("i", range(len(WRONG_TARGETS)))
 def test_wrong_targets_are_rejected(i, capsys):
-    _rejected(g.check_continue_target, WRONG_TARGETS[i], capsys)
+    assert_rejected(g.check_continue_target, WRONG_TARGETS[i])
 
 
 @pytest.mark.parametrize("wrong", WRONG_THREE_LEVEL, ids=lambda f: f.__name__)
 def test_wrong_three_level_schedules_are_rejected(wrong, capsys):
-    _rejected(g.check_three_level_segment, wrong, capsys)
+    assert_rejected(g.check_three_level_segment, wrong)
 
 
 @pytest.mark.parametrize("i", range(len(WRONG_COSINES)))
 def test_wrong_cosines_are_rejected(i, capsys):
-    _rejected(g.check_one_step_cosine, WRONG_COSINES[i], capsys)
+    assert_rejected(g.check_one_step_cosine, WRONG_COSINES[i])
 
 
 def test_wrong_trend_answers_are_rejected(capsys):
     for wrong in ("rises", "stays within 0.05", "goes up"):
-        _rejected(g.check_cosine_trend, lambda w=wrong: w, capsys)
+        assert_rejected(g.check_cosine_trend, lambda w=wrong: w)
 
 
 def test_unsolved_stubs_say_not_implemented(capsys):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recursionlab.course.checks import CheckFailed, grading
+from recursionlab.course.checks import CheckFailed, assert_rejected, grading
 from recursionlab.course.graders import l08_trm as g
 
 
@@ -143,11 +143,6 @@ def trained():
     return asset.model, load_puzzles(asset.config).test.subset(range(20))
 
 
-def _rejected(checker, fn, capsys, *extra):
-    assert not checker(fn, *extra)
-    assert "\u274c" in capsys.readouterr().out
-    with grading(), pytest.raises(CheckFailed):
-        checker(fn, *extra)
 
 
 def test_master_solutions_pass(trained, capsys):
@@ -163,7 +158,7 @@ def test_master_solutions_pass(trained, capsys):
 
 @pytest.mark.parametrize("wrong", WRONG_RECURSIONS, ids=lambda f: f.__name__)
 def test_wrong_recursions_are_rejected(wrong, capsys):
-    _rejected(g.check_trm_recursion, wrong, capsys)
+    assert_rejected(g.check_trm_recursion, wrong)
 
 
 def test_detach_is_caught_by_the_graph_not_the_numbers(capsys):
@@ -173,12 +168,12 @@ def test_detach_is_caught_by_the_graph_not_the_numbers(capsys):
 
 @pytest.mark.parametrize("wrong", WRONG_HALTING, ids=lambda f: f.__name__)
 def test_wrong_halting_losses_are_rejected(wrong, capsys):
-    _rejected(g.check_halting_loss, wrong, capsys)
+    assert_rejected(g.check_halting_loss, wrong)
 
 
 @pytest.mark.parametrize("wrong", WRONG_LAST_K, ids=lambda f: f.__name__)
 def test_wrong_last_k_are_rejected(wrong, capsys):
-    _rejected(g.check_recursion_last_k, wrong, capsys)
+    assert_rejected(g.check_recursion_last_k, wrong)
 
 
 def test_wrong_experiment_answers_are_rejected(trained, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recursionlab.course.checks import CheckFailed, grading
+from recursionlab.course.checks import assert_rejected
 from recursionlab.course.graders import l09_recurrent_depth as g
 from recursionlab.models.recurrent_depth import kl_exit_steps, sample_recurrences
 from recursionlab.nn.attention import KVCache
@@ -221,11 +221,6 @@ WRONG_SLOTS = [slot_appends, slot_ignores_budget, slot_always_one, slot_resets, 
 # --------------------------------------------------------------------------------------------------- the tests
 
 
-def _rejected(checker, fn, capsys):
-    assert not checker(fn)
-    assert "\u274c" in capsys.readouterr().out
-    with grading(), pytest.raises(CheckFailed):
-        checker(fn)
 
 
 def test_master_solutions_pass(capsys):
@@ -241,12 +236,12 @@ def test_master_solutions_pass(capsys):
 
 @pytest.mark.parametrize("wrong", WRONG_SAMPLERS, ids=lambda f: f.__name__)
 def test_wrong_samplers_are_rejected(wrong, capsys):
-    _rejected(g.check_sample_depth, wrong, capsys)
+    assert_rejected(g.check_sample_depth, wrong)
 
 
 @pytest.mark.parametrize("wrong", WRONG_RUNS, ids=lambda f: f.__name__)
 def test_wrong_truncated_loops_are_rejected(wrong, capsys):
-    _rejected(g.check_run_recurrence, wrong, capsys)
+    assert_rejected(g.check_run_recurrence, wrong)
 
 
 def test_graph_then_detach_is_named(capsys):
@@ -257,12 +252,12 @@ def test_graph_then_detach_is_named(capsys):
 
 @pytest.mark.parametrize("wrong", WRONG_EXITS, ids=lambda f: f.__name__)
 def test_wrong_exit_rules_are_rejected(wrong, capsys):
-    _rejected(g.check_kl_exit, wrong, capsys)
+    assert_rejected(g.check_kl_exit, wrong)
 
 
 @pytest.mark.parametrize("wrong", WRONG_SLOTS, ids=lambda f: f.__name__)
 def test_wrong_shared_caches_are_rejected(wrong, capsys):
-    _rejected(g.check_shared_core_slot, wrong, capsys)
+    assert_rejected(g.check_shared_core_slot, wrong)
 
 
 def test_wrong_gradient_shares_and_answers_are_rejected(capsys):
@@ -274,7 +269,7 @@ def test_wrong_gradient_shares_and_answers_are_rejected(capsys):
         return min(k / mean, 1.0)
 
     for wrong in (steps_share, k_over_mean, lambda *a: 0.25):
-        _rejected(lambda f: g.check_gradient_share(f, n_steps=300), wrong, capsys)
+        assert_rejected(lambda f: g.check_gradient_share(f, n_steps=300), wrong)
     for wrong in ("about half", "almost all"):
-        _rejected(lambda f: g.check_gradient_share_answer(f, n_steps=300), lambda w=wrong: w, capsys)
-    _rejected(lambda f: g.check_gradient_share_answer(f, n_steps=300), lambda: "1/4", capsys)  # not an option
+        assert_rejected(lambda f: g.check_gradient_share_answer(f, n_steps=300), lambda w=wrong: w)
+    assert_rejected(lambda f: g.check_gradient_share_answer(f, n_steps=300), lambda: "1/4")  # not an option

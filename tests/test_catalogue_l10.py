@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recursionlab.course.checks import CheckFailed, grading
+from recursionlab.course.checks import assert_rejected
 from recursionlab.course.graders import l10_mor as g
 from recursionlab.models import mor
 
@@ -105,11 +105,6 @@ def threshold_strict(logits, caps):
 WRONG_THRESHOLD = [threshold_topk, threshold_not_nested, threshold_strict]
 
 
-def _rejected(checker, fn, capsys):
-    assert not checker(fn)
-    assert "\u274c" in capsys.readouterr().out
-    with grading(), pytest.raises(CheckFailed):
-        checker(fn)
 
 
 def test_master_solutions_pass(capsys):
@@ -124,7 +119,7 @@ def test_master_solutions_pass(capsys):
 
 @pytest.mark.parametrize("wrong", WRONG_STEPS, ids=lambda f: f.__name__)
 def test_wrong_routing_steps_are_rejected(wrong, capsys):
-    _rejected(g.check_expert_choice_step, wrong, capsys)
+    assert_rejected(g.check_expert_choice_step, wrong)
 
 
 def test_naive_log_is_caught_by_its_nan_gradient(capsys):
@@ -134,17 +129,17 @@ def test_naive_log_is_caught_by_its_nan_gradient(capsys):
 
 @pytest.mark.parametrize("wrong", WRONG_MASKS, ids=lambda f: f.__name__)
 def test_wrong_masks_are_rejected(wrong, capsys):
-    _rejected(g.check_attention_mask, wrong, capsys)
+    assert_rejected(g.check_attention_mask, wrong)
 
 
 @pytest.mark.parametrize("i", range(len(WRONG_KV)))
 def test_wrong_kv_counts_are_rejected(i, capsys):
-    _rejected(g.check_kv_entries, WRONG_KV[i], capsys)
+    assert_rejected(g.check_kv_entries, WRONG_KV[i])
 
 
 @pytest.mark.parametrize("wrong", WRONG_THRESHOLD, ids=lambda f: f.__name__)
 def test_wrong_threshold_routers_are_rejected(wrong, capsys):
-    _rejected(g.check_threshold_depths, wrong, capsys)
+    assert_rejected(g.check_threshold_depths, wrong)
 
 
 def test_wrong_leak_measurements_and_answers_are_rejected(capsys):
@@ -157,7 +152,7 @@ def test_wrong_leak_measurements_and_answers_are_rejected(capsys):
             fr.append(changed.float().mean().item())
         return sum(fr) / len(fr)
 
-    _rejected(g.check_leak_fraction, lambda m, ids, new, rule: 0.0, capsys)  # "there is no leak"
-    _rejected(g.check_leak_fraction, counts_the_last_position, capsys)
+    assert_rejected(g.check_leak_fraction, lambda m, ids, new, rule: 0.0)  # "there is no leak"
+    assert_rejected(g.check_leak_fraction, counts_the_last_position)
     for wrong in ("rises", "stays within 0.01"):
-        _rejected(g.check_leak_trend, lambda w=wrong: w, capsys)
+        assert_rejected(g.check_leak_trend, lambda w=wrong: w)

@@ -160,3 +160,14 @@ def test_saved_tensors_and_graph_calls_tell_detach_from_no_grad():
     _, flags_good = graph_calls(lin, no_grad_then_last)
     _, flags_bad = graph_calls(lin, graph_then_detach)
     assert flags_good == [False, False, False, True] and flags_bad == [True] * 4
+
+
+def test_assert_rejected_fails_for_a_right_answer_and_passes_for_a_wrong_one():
+    from recursionlab.course.checks import assert_rejected
+
+    def checker(answer):
+        return check_choice("pick", answer, "b", ["a", "b"], quiet=False)
+
+    assert "not what the measurement shows" in assert_rejected(checker, "a")
+    with pytest.raises(AssertionError, match="passed"):
+        assert_rejected(checker, "b")

@@ -348,6 +348,28 @@ def check_choice(
     return verdict(name, False, f"{answer!r} is not what the measurement shows.{extra}", quiet=quiet)
 
 
+def assert_rejected(checker: Callable[..., Verdict], wrong: Any, *args: Any) -> str:
+    """For wrong-solution catalogues (tests/test_catalogue_lNN.py): ``checker(wrong, *args)`` must give the learner
+    a failing verdict (printed with a cross) and must raise :class:`CheckFailed` in grading mode.
+
+    Returns the learner-mode message, for tests that also check what it says. Raises ``AssertionError`` otherwise.
+    """
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with grading(False), contextlib.redirect_stdout(out):
+        result = checker(wrong, *args)
+    assert not result, f"{getattr(wrong, '__name__', wrong)!s} passed {getattr(checker, '__name__', checker)!s}"
+    assert FAIL in out.getvalue(), f"no failure line printed: {out.getvalue()!r}"
+    with grading(), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            checker(wrong, *args)
+        except CheckFailed:
+            return out.getvalue()
+    raise AssertionError(f"{getattr(checker, '__name__', checker)!s} did not raise CheckFailed in grading mode")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # How was it computed? (right numbers, wrong way)
 
