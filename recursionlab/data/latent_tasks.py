@@ -111,6 +111,20 @@ def chain_depths(parents: torch.Tensor) -> torch.Tensor:
     return depth
 
 
+def _check_chain_args(batch_size, num_nodes, max_chain, min_chain) -> tuple[int, int, int, int]:
+    """Validated ``(batch_size, num_nodes, max_chain, min_chain)``: clear errors naming the bad value."""
+    batch_size = _check_int("batch_size", batch_size, 1)
+    num_nodes = _check_int("num_nodes", num_nodes, 2)
+    max_chain = _check_int("max_chain", max_chain, 1)
+    min_chain = _check_int("min_chain", min_chain, 1)
+    if min_chain > max_chain or max_chain > num_nodes:
+        raise ValueError(
+            f"need 1 <= min_chain <= max_chain <= num_nodes, got min_chain={min_chain}, max_chain={max_chain}, "
+            f"num_nodes={num_nodes}"
+        )
+    return batch_size, num_nodes, max_chain, min_chain
+
+
 def make_chain_batch(
     batch_size: int,
     num_nodes: int = 32,
@@ -134,15 +148,7 @@ def make_chain_batch(
 
     Returns: a :class:`ChainBatch` of (B, N) long tensors.
     """
-    batch_size = _check_int("batch_size", batch_size, 1)
-    num_nodes = _check_int("num_nodes", num_nodes, 2)
-    max_chain = _check_int("max_chain", max_chain, 1)
-    min_chain = _check_int("min_chain", min_chain, 1)
-    if min_chain > max_chain or max_chain > num_nodes:
-        raise ValueError(
-            f"need 1 <= min_chain <= max_chain <= num_nodes, got min_chain={min_chain}, max_chain={max_chain}, "
-            f"num_nodes={num_nodes}"
-        )
+    batch_size, num_nodes, max_chain, min_chain = _check_chain_args(batch_size, num_nodes, max_chain, min_chain)
     g = _as_generator(generator)
     parents = torch.empty(batch_size, num_nodes, dtype=torch.long)
     # draw more lengths than can be needed, in one call, then cut where they fill the sequence
@@ -179,16 +185,8 @@ def make_spread_chain_batch(
 
     Returns a :class:`ChainBatch` of (B, N) long tensors.
     """
-    batch_size = _check_int("batch_size", batch_size, 1)
-    num_nodes = _check_int("num_nodes", num_nodes, 2)
-    max_chain = _check_int("max_chain", max_chain, 1)
-    min_chain = _check_int("min_chain", min_chain, 1)
+    batch_size, num_nodes, max_chain, min_chain = _check_chain_args(batch_size, num_nodes, max_chain, min_chain)
     filler_max_chain = _check_int("filler_max_chain", filler_max_chain, 1)
-    if min_chain > max_chain or max_chain > num_nodes:
-        raise ValueError(
-            f"need 1 <= min_chain <= max_chain <= num_nodes, got min_chain={min_chain}, max_chain={max_chain}, "
-            f"num_nodes={num_nodes}"
-        )
     g = _as_generator(generator)
     parents = torch.empty(batch_size, num_nodes, dtype=torch.long)
     for b in range(batch_size):

@@ -312,6 +312,22 @@ def _drop_symmetric_test(train_inputs: np.ndarray, test_inputs: np.ndarray, size
     return np.array([maze_symmetry_key(x, size) not in seen for x in test_inputs], dtype=bool)
 
 
+def _maze_set(name: str, inputs, labels, size: int, dihedral: bool, meta: dict) -> PuzzleDataset:
+    """One maze split as a :class:`PuzzleDataset`: inputs, labels (N, size*size) int; one shared puzzle id; the
+    dihedral augmentation when asked; ``meta`` plus the size."""
+    return PuzzleDataset(
+        name=name,
+        inputs=torch.as_tensor(inputs),
+        labels=torch.as_tensor(labels),
+        puzzle_ids=torch.zeros(len(inputs), dtype=torch.long),
+        vocab_size=maze_data.VOCAB_SIZE,
+        num_puzzle_ids=1,
+        augmenter=partial(_maze_augment, size=size) if dihedral else None,
+        grid_shape=(size, size),
+        meta={**meta, "size": size},
+    )
+
+
 def maze_files_dataset(
     path, n_train: int | None = 1000, seed: int = 0, *, size: int = 30, dihedral: bool = False
 ) -> PuzzleSplits:
@@ -321,24 +337,11 @@ def maze_files_dataset(
     keep = _drop_symmetric_test(train_rows.questions, test_rows.questions, size)
     out = []
     for part, rows in (("train", train_rows), ("test", test_rows.take(np.flatnonzero(keep)))):
-        out.append(
-            PuzzleDataset(
-                name=f"maze-hard-files-{part}",
-                inputs=torch.as_tensor(rows.questions),
-                labels=torch.as_tensor(rows.answers),
-                puzzle_ids=torch.zeros(len(rows), dtype=torch.long),
-                vocab_size=maze_data.VOCAB_SIZE,
-                num_puzzle_ids=1,
-                augmenter=partial(_maze_augment, size=size) if dihedral else None,
-                grid_shape=(size, size),
-                meta={
-                    "path_lengths": (rows.answers == maze_data.PATH).sum(1) + 1,
-                    "ratings": rows.ratings,
-                    "size": size,
-                    "source": f"Maze-Hard CSV files in {path}",
-                },
-            )
-        )
+        out.append(_maze_set(f"maze-hard-files-{part}", rows.questions, rows.answers, size, dihedral, {
+            "path_lengths": (rows.answers == maze_data.PATH).sum(1) + 1,
+            "ratings": rows.ratings,
+            "source": f"Maze-Hard CSV files in {path}",
+        }))
     return PuzzleSplits(*out)
 
 
@@ -375,23 +378,11 @@ def maze_dataset(
     for part, s in (("train", sets[0]), ("test", sets[1])):
         if part == "test" and not keep.all():
             s = maze_data.MazeSet(s.inputs[keep], s.labels[keep], s.path_lengths[keep], s.size)
-        out.append(
-            PuzzleDataset(
-                name=f"maze{size}x{size}-{'hard' if hard else 'any'}-{part}",
-                inputs=torch.as_tensor(s.inputs),
-                labels=torch.as_tensor(s.labels),
-                puzzle_ids=torch.zeros(len(s), dtype=torch.long),
-                vocab_size=maze_data.VOCAB_SIZE,
-                num_puzzle_ids=1,
-                augmenter=partial(_maze_augment, size=size) if dihedral else None,
-                grid_shape=(size, size),
-                meta={
-                    "path_lengths": s.path_lengths,
-                    "size": size,
-                    "source": f"generated {size}x{size} {'hard' if hard else 'any'} mazes (seed {seed})",
-                },
-            )
-        )
+        out.append(_maze_set(f"maze{size}x{size}-{'hard' if hard else 'any'}-{part}", s.inputs, s.labels, size,
+                             dihedral, {
+                                 "path_lengths": s.path_lengths,
+                                 "source": f"generated {size}x{size} {'hard' if hard else 'any'} mazes (seed {seed})",
+                             }))
     return PuzzleSplits(*out)
 
 
