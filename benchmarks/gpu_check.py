@@ -11,7 +11,10 @@ Phases (each has its own time cap; a phase that fails or runs out of time is rep
    eager: steps/s, tokens/s, peak memory, TFLOP/s and MFU (FLOPs counted by the library's counter, peaks from
    :data:`recursionlab.train.plan.GPU_SPECS`), next to the cost planner's predicted peak memory;
 3. ``sudoku``      -- TRM-MLP (recipe ``trm-mlp-sudoku`` at profile ``gpu``) trained on 9x9 hard Sudoku for a
-   fixed number of seconds, then exact accuracy on held-out puzzles (EMA weights, as TRM evaluates).
+   fixed number of seconds, then exact accuracy on held-out puzzles (EMA weights, as TRM evaluates);
+4. ``notebooks``   -- every lesson executed at the ``gpu`` profile, all side by side (one kernel each, one GPU),
+   each until it finishes or the phase's cap: which lessons complete, in how long, and the first error of any
+   that fails. Times are under contention (all lessons share the GPU and the cores), so they are upper bounds.
 
 Everything (device, date, command, figures, failures) is appended to ``benchmarks/RESULTS.md`` as one dated
 section. ``--dry-run`` runs the same code on the CPU with tiny shapes and the ``aot_eager`` compile backend
@@ -21,6 +24,7 @@ section. ``--dry-run`` runs the same code on the CPU with tiny shapes and the ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import os
@@ -83,6 +87,8 @@ class Settings:
     sudoku_overrides: dict
     train_s: float
     gpu_test_paths: list[str]
+    notebook_profile: str = "gpu"
+    notebook_paths: list[str] = field(default_factory=list)
 
 
 def _overrides_for(recipe: str, overrides: dict) -> dict:
@@ -99,17 +105,23 @@ def settings(dry_run: bool) -> Settings:
             dry_run=True, device="cpu", profile_models="smoke", batch=4, model_overrides=tiny,
             compile_backend="aot_eager", compiled_models=("hrm-sudoku", "trm-sudoku"), warmup_steps=2, timed_s=0.0,
             # generous: on a shared 2-core CI machine the caps must not make the dry run flaky
-            caps={"gpu-tests": 180, "throughput": 300, "sudoku": 120}, run_cap_s={"eager": 60, "compiled": 120},
+            caps={"gpu-tests": 180, "throughput": 300, "sudoku": 120, "notebooks": 120},
+            run_cap_s={"eager": 60, "compiled": 120},
             sudoku_profile="smoke", sudoku_overrides={"n_train": 16, "n_test": 8, "batch_size": 8},
             train_s=1.0, gpu_test_paths=["tests/test_gpu.py"],
+            notebook_profile="smoke", notebook_paths=["notebooks/00_welcome.ipynb"],
         )
     return Settings(
         dry_run=False, device="cuda", profile_models="paper", batch=None, model_overrides={},
-        compile_backend="inductor", compiled_models=("hrm-sudoku", "trm-sudoku"), warmup_steps=3, timed_s=6.0,
-        # 75 + 260 + 190 = 525 s of phases (planning included), plus start-up and the report: under 10 minutes
-        caps={"gpu-tests": 75, "throughput": 260, "sudoku": 190}, run_cap_s={"eager": 30, "compiled": 90},
+        compile_backend="inductor", compiled_models=("hrm-sudoku", "trm-sudoku"), warmup_steps=3, timed_s=5.0,
+        # 50 + 190 + 130 + 180 = 550 s of phases (planning included), plus start-up and the report: under 10 minutes
+        caps={"gpu-tests": 50, "throughput": 190, "sudoku": 130, "notebooks": 180},
+        run_cap_s={"eager": 25, "compiled": 60},
         sudoku_profile="gpu", sudoku_overrides={"n_test": 500, "eval_batch_size": 500},
-        train_s=120.0, gpu_test_paths=["tests"],
+        # only tests/test_gpu.py holds gpu-marked tests; collecting all of tests/ would import the notebook tools
+        train_s=90.0, gpu_test_paths=["tests/test_gpu.py"],
+        notebook_profile="gpu",
+        notebook_paths=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("[0-9]*.ipynb")),
     )
 
 
@@ -410,6 +422,73 @@ def phase_sudoku(phase: Phase, s: Settings) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Phase 4: every lesson at the gpu profile, side by side
+# ----------------------------------------------------------------------------------------------------------
+
+_NOTEBOOK_CHILD = """
+import signal, sys, time
+from recursionlab.course.notebooks import execute_notebook
+# SIGTERM (the phase's cap) unwinds through nbclient, which then shuts its kernel down
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+t = time.perf_counter()
+try:
+    execute_notebook(sys.argv[1], save=False, timeout=int(sys.argv[2]))
+except Exception as err:
+    lines = [l for l in str(err).splitlines() if l.strip()]
+    print("NOTEBOOK-FAILED", type(err).__name__, " | ".join(lines[-3:])[-600:], flush=True)
+    sys.exit(1)
+print(f"NOTEBOOK-OK {time.perf_counter() - t:.1f}", flush=True)
+"""
+
+
+def phase_notebooks(phase: Phase, s: Settings) -> None:
+    """Start one process per lesson (each runs its own kernel), all at once; wait until each ends or the cap."""
+    env = dict(os.environ, RECURSIONLAB_PROFILE=s.notebook_profile, RECURSIONLAB_PROGRESS="0",
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MPLBACKEND="Agg")
+    procs = {}
+    for path in s.notebook_paths:
+        procs[path] = (time.perf_counter(), subprocess.Popen(
+            [sys.executable, "-c", _NOTEBOOK_CHILD, path, str(int(phase.cap_s))], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
+    results: dict[str, tuple[str, float]] = {}
+    try:
+        # stop a few seconds before the cap, so that unfinished lessons are recorded as such, not as a timeout
+        while len(results) < len(procs) and time.perf_counter() < phase.deadline - 8:
+            for path, (t0, proc) in procs.items():
+                if path not in results and proc.poll() is not None:
+                    out = proc.stdout.read() if proc.stdout else ""
+                    verdict = next((ln for ln in out.splitlines() if ln.startswith("NOTEBOOK-")), "no verdict: "
+                                   + " | ".join(out.strip().splitlines()[-3:])[-400:])
+                    results[path] = (verdict, time.perf_counter() - t0)
+            time.sleep(0.5)
+    finally:  # at the cap (or on any error) stop every lesson still running: SIGTERM, then SIGKILL
+        running = {path: (t0, proc) for path, (t0, proc) in procs.items() if path not in results}
+        for path, (t0, proc) in running.items():
+            results[path] = (f"NOTEBOOK-UNFINISHED at the phase's cap of {phase.cap_s:.0f} s",
+                             time.perf_counter() - t0)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in running.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        phase.lines += [f"profile `{s.notebook_profile}`; {len(procs)} lessons started together (each its own "
+                        "kernel; they share the GPU and the cores, so times are upper bounds)", "",
+                        "| lesson | result | wall s |", "|---|---|---|"]
+        for path in s.notebook_paths:
+            verdict, secs = results[path]
+            status = ("completed" if verdict.startswith("NOTEBOOK-OK") else
+                      "did not finish within the cap" if "UNFINISHED" in verdict else
+                      "FAILED: " + verdict.replace("NOTEBOOK-FAILED ", "").replace("|", "/"))
+            phase.lines.append(f"| {Path(path).stem} | {status} | {secs:.0f} |")
+    failed = [p for p, (v, _) in results.items() if not v.startswith("NOTEBOOK-OK") and "UNFINISHED" not in v]
+    if failed:
+        raise RuntimeError(f"{len(failed)} lesson(s) failed: {', '.join(Path(p).stem for p in failed)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------------
 
@@ -435,7 +514,8 @@ def report(phases: list[Phase], command: str, s: Settings, started: float) -> st
         "",
     ]
     titles = {"gpu-tests": "gpu-marked tests", "throughput": "Throughput at the paper configurations",
-              "sudoku": "TRM-MLP on 9x9 hard Sudoku, fixed training time"}
+              "sudoku": "TRM-MLP on 9x9 hard Sudoku, fixed training time",
+              "notebooks": "Every lesson, side by side, at the profile named below"}
     for p in phases:
         lines += [f"### {titles.get(p.name, p.name)}: {p.status}", ""] + p.lines
         if p.error:
@@ -449,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, seconds; temporary results file")
     parser.add_argument("--results", default=None, help="markdown file to append to (default RESULTS.md; "
                         "a temporary file with --dry-run)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["gpu-tests", "throughput", "sudoku"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["gpu-tests", "throughput", "sudoku", "notebooks"])
     args = parser.parse_args(argv)
     started = time.perf_counter()
     s = settings(args.dry_run)
@@ -457,16 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA GPU on this machine; run with --dry-run for the CPU rehearsal", file=sys.stderr)
         return 2
     command = "python -m benchmarks.gpu_check " + shlex.join(argv if argv is not None else sys.argv[1:])
-    bodies = {"gpu-tests": phase_gpu_tests, "throughput": phase_throughput, "sudoku": phase_sudoku}
-    phases = []
-    for name, body in bodies.items():
-        phase = Phase(name, s.caps[name])
-        if name in args.skip:
-            phase.status = "skipped"
-        else:
-            run_phase(phase, lambda p, body=body: body(p, s))
-        phases.append(phase)
-    text = report(phases, command.strip(), s, started)
+    bodies = {"gpu-tests": phase_gpu_tests, "throughput": phase_throughput, "sudoku": phase_sudoku,
+              "notebooks": phase_notebooks}
     if args.results:
         out = Path(args.results)
     elif args.dry_run:
@@ -474,7 +546,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = RESULTS
     old = out.read_text() if out.exists() and out.stat().st_size else "# Benchmark results\n"
-    out.write_text(old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+    phases = [Phase(name, s.caps[name]) for name in bodies]
+    for phase in phases:
+        if phase.name in args.skip:
+            phase.status = "skipped"
+        else:
+            run_phase(phase, lambda p, body=bodies[phase.name]: body(p, s))
+        # the section is rewritten after every phase: a run killed from outside still leaves what it measured
+        text = report(phases, command.strip(), s, started)
+        out.write_text(old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
     print(f"[gpu-check] appended to {out}")
     return 0 if all(p.status in ("ok", "skipped") for p in phases) else 1
 

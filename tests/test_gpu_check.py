@@ -13,6 +13,7 @@ def test_dry_run_runs_every_phase_and_appends_a_section(tmp_path):
     text = out.read_text()
     assert text.startswith("# Benchmark results\n\nearlier section\n\n## ")  # appended, nothing rewritten
     assert "CPU dry run" in text and "gpu-tests ok" in text and "throughput ok" in text and "sudoku ok" in text
+    assert "notebooks ok" in text and "| 00_welcome | completed |" in text
     assert "3 skipped" in text  # the gpu-marked tests ran (and skipped cleanly without CUDA)
     rows = [line for line in text.splitlines() if line.startswith(("| hrm-sudoku", "| trm-sudoku"))]
     assert len(rows) == 6  # HRM and TRM: bf16, fp32, bf16 compiled (as the real run)
