@@ -497,7 +497,10 @@ class Trainer:
                           if torch.is_tensor(v) and v.is_floating_point()]
         if not named:
             return []
-        finite = torch.stack([torch.isfinite(v).all() for _, v in named]).cpu()
+        # One flag per tensor, gathered on one device: the tensors live on several (Adam's step counters stay on the
+        # CPU while the weights are on the GPU), and torch.stack needs one.
+        flags = [torch.isfinite(v).all() for _, v in named]
+        finite = torch.stack([f.to(flags[0].device) for f in flags]).cpu()
         return [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
 
     def save(self, path: str | os.PathLike) -> Path | None:
