@@ -230,3 +230,17 @@ def test_maze_and_arc_recipes_load_the_files_given(tmp_path):
     cfg = get_config("trm-arc", "smoke", {"data_path": str(tmp_path / "concept"), "arc_max_tasks": 1})
     train, _ = load_puzzles(cfg)
     assert "Copy1" in train.meta["task_names"] and "task JSON files" in cfg.describe_data()
+
+
+def test_generation_workers_use_the_cores_for_large_sets_only(monkeypatch):
+    from recursionlab.train.recipes.reasoning import generation_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert generation_workers(100) == 1  # a pool costs more than it saves on a small set
+    assert generation_workers(2000) == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: four processes share the machine's cores
+    assert generation_workers(2000) == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert generation_workers(2000) == 16  # capped

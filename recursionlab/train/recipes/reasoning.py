@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -163,6 +164,19 @@ class ReasoningConfig:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def generation_workers(n_puzzles: int) -> int:
+    """Processes for generating ``n_puzzles`` Sudoku puzzles: one for small sets (a pool costs about a second),
+    else this machine's cores shared among the processes of a torchrun launch (LOCAL_WORLD_SIZE), at most 16.
+
+    The generator's output does not depend on the number of workers, so this only changes the wait: 1000 hard
+    9x9 puzzles take tens of minutes on one core.
+    """
+    if n_puzzles <= 200:
+        return 1
+    per_node = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(16, (os.cpu_count() or 1) // per_node))
+
+
 def load_puzzles(cfg: ReasoningConfig) -> PuzzleSplits:
     """The (train, test) datasets a config asks for."""
     if cfg.task == "sudoku":
@@ -170,7 +184,8 @@ def load_puzzles(cfg: ReasoningConfig) -> PuzzleSplits:
             if cfg.sudoku_size != 9:
                 raise ValueError(f"Sudoku-Extreme files are 9x9; set sudoku_size=9 (got {cfg.sudoku_size})")
             return sudoku_files_dataset(cfg.data_path, cfg.n_train, cfg.data_seed)
-        return sudoku_dataset(cfg.sudoku_size, cfg.n_train, cfg.n_test, cfg.difficulty, cfg.data_seed)
+        return sudoku_dataset(cfg.sudoku_size, cfg.n_train, cfg.n_test, cfg.difficulty, cfg.data_seed,
+                              workers=generation_workers(cfg.n_train + cfg.n_test))
     if cfg.task == "maze":
         if cfg.data_path:
             return maze_files_dataset(
