@@ -10,6 +10,8 @@ times. Read top to bottom:
 4. :class:`UniversalTransformer` -- a weight-tied Transformer block iterated with per-position ACT.
 5. PonderNet: :func:`pondernet_halting_distribution`, :func:`truncated_geometric_prior`, :func:`pondernet_loss`,
    :func:`sample_halting_step` and :class:`PonderNetParityNet`.
+6. Pointer chasing, where a harder input needs more steps: :class:`PointerHopCell` (one pointer hop per step),
+   :class:`ACTPointerNet` and :class:`PonderNetPointerNet`.
 
 ACT equations (per unit u -- an example, or a position for the Universal Transformer -- and ponder step n):
 
@@ -51,6 +53,9 @@ __all__ = [
     "PonderNetResult",
     "PonderNetParityNet",
     "pondernet_step_losses",
+    "PointerHopCell",
+    "ACTPointerNet",
+    "PonderNetPointerNet",
 ]
 
 StepFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
