@@ -87,7 +87,7 @@ def test_learned_halting_spends_more_steps_on_deeper_queries():
     """ACT and PonderNet at the smoke profile (12 nodes, depth 0..4, 150 steps): right on held-out queries, and the
     mean number of steps grows with depth (the ideal is depth + 1; an untrained net halts after the same number
     of steps whatever the depth)."""
-    table = pointer_chase_seeds(seeds=(0,), profile="smoke", n_test=1000)
+    table = pointer_chase_seeds(seeds=(0,), profile="smoke", n_test=1000, deep_max_depth=7)
     top = table["max_depth"]
     assert top == 4 and min(table["depth_counts"]) > 100
     for name, runs in table["runs"].items():
@@ -99,3 +99,8 @@ def test_learned_halting_spends_more_steps_on_deeper_queries():
         # the answer beats the best trivial baseline that spends the same mean number of hops at every depth
         fixed = table["baselines"][str(round(run["steps"]))]
         assert run["acc"] > sum(fixed) / len(fixed) + 0.1, f"{name}: {run['acc']:.3f} vs fixed-hop {fixed}"
+        # deeper queries than any in training, with the cap raised: still more steps for deeper queries
+        deep = run["deep_steps_by_depth"]
+        assert deep[7] - deep[top] > 1.5, f"{name}: steps on deeper-than-training queries {deep}"
+    with pytest.raises(ValueError, match="deep_max_depth must lie in 5..11"):
+        pointer_chase_seeds(seeds=(), profile="smoke", deep_max_depth=4)

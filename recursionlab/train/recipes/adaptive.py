@@ -357,6 +357,7 @@ def pointer_chase_seeds(
     overrides: dict | None = None,
     n_test: int = 4000,
     test_seed: int = 4242,
+    deep_max_depth: int | None = None,
 ) -> dict:
     """Train each recipe at each seed and measure ponder steps and accuracy per query depth on one test set.
 
@@ -364,6 +365,10 @@ def pointer_chase_seeds(
     training or validation batch uses). Returns a JSON-ready dict: ``max_depth``, ``depth_counts``,
     ``baselines[k-hop] = accuracy by depth`` of following k pointers (k = 0: answer the query itself), and
     ``runs[recipe][str(seed)] = {"steps_by_depth", "acc_by_depth", "acc", "steps", "seconds"}``.
+
+    With ``deep_max_depth`` (> max_depth, < num_nodes) each model is also run on queries of depth
+    ``0..deep_max_depth`` (``generator=test_seed + 1``), deeper than any in training, with its cap raised to
+    ``deep_max_depth + 4`` steps: ``deep_steps_by_depth`` and ``deep_acc_by_depth`` (``deep_max_steps`` in the dict).
     """
     import time
 
@@ -374,6 +379,12 @@ def pointer_chase_seeds(
     depth_counts = torch.bincount(test.depth, minlength=cfg.max_depth + 1).tolist()
     baselines = {str(k): by_depth(follow_parents(test.parents, test.query, k) == test.root, test.depth, cfg.max_depth)
                  for k in range(cfg.max_depth + 1)}
+    deep = None
+    if deep_max_depth is not None:
+        if not cfg.max_depth < deep_max_depth < cfg.num_nodes:
+            raise ValueError(f"deep_max_depth must lie in {cfg.max_depth + 1}..{cfg.num_nodes - 1} (deeper than "
+                             f"training, within num_nodes), got {deep_max_depth}")
+        deep = pointer_chase_batch(n_test, cfg.num_nodes, deep_max_depth, generator=test_seed + 1)
     runs: dict = {}
     for name in recipes:
         runs[name] = {}
@@ -389,9 +400,17 @@ def pointer_chase_seeds(
                 "steps": float(steps.float().mean()),
                 "seconds": round(time.perf_counter() - t0, 2),
             }
+            if deep is not None:
+                model, cap = run.model.eval(), run.model.max_steps
+                model.max_steps = deep_max_depth + 4  # weight tying: the same cell may simply run longer
+                answer, steps = predict_pointer_chase(model, deep, torch.Generator().manual_seed(seed))
+                model.max_steps = cap
+                runs[name][str(seed)]["deep_steps_by_depth"] = by_depth(steps, deep.depth, deep_max_depth)
+                runs[name][str(seed)]["deep_acc_by_depth"] = by_depth(answer == deep.root, deep.depth, deep_max_depth)
     return {"recipes": list(recipes), "seeds": list(seeds), "num_nodes": cfg.num_nodes, "max_depth": cfg.max_depth,
             "max_steps": cfg.max_steps, "train_steps": cfg.train.steps, "n_test": n_test,
-            "depth_counts": depth_counts, "baselines": baselines, "runs": runs}
+            "depth_counts": depth_counts, "baselines": baselines, "runs": runs,
+            "deep_max_depth": deep_max_depth, "deep_max_steps": None if deep is None else deep_max_depth + 4}
 
 
 # ----------------------------------------------------------------------------------------------------------------
