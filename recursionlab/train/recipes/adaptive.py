@@ -368,7 +368,8 @@ def pointer_chase_seeds(
 
     With ``deep_max_depth`` (> max_depth, < num_nodes) each model is also run on queries of depth
     ``0..deep_max_depth`` (``generator=test_seed + 1``), deeper than any in training, with its cap raised to
-    ``deep_max_depth + 4`` steps: ``deep_steps_by_depth`` and ``deep_acc_by_depth`` (``deep_max_steps`` in the dict).
+    ``deep_max_depth + 4`` steps: ``deep_steps_by_depth`` and ``deep_acc_by_depth`` (``deep_max_steps`` and the
+    k-hop ``deep_baselines`` in the dict).
     """
     import time
 
@@ -385,6 +386,8 @@ def pointer_chase_seeds(
             raise ValueError(f"deep_max_depth must lie in {cfg.max_depth + 1}..{cfg.num_nodes - 1} (deeper than "
                              f"training, within num_nodes), got {deep_max_depth}")
         deep = pointer_chase_batch(n_test, cfg.num_nodes, deep_max_depth, generator=test_seed + 1)
+        deep_baselines = {str(k): by_depth(follow_parents(deep.parents, deep.query, k) == deep.root, deep.depth,
+                                           deep_max_depth) for k in range(deep_max_depth + 1)}
     runs: dict = {}
     for name in recipes:
         runs[name] = {}
@@ -410,7 +413,8 @@ def pointer_chase_seeds(
     return {"recipes": list(recipes), "seeds": list(seeds), "num_nodes": cfg.num_nodes, "max_depth": cfg.max_depth,
             "max_steps": cfg.max_steps, "train_steps": cfg.train.steps, "n_test": n_test,
             "depth_counts": depth_counts, "baselines": baselines, "runs": runs,
-            "deep_max_depth": deep_max_depth, "deep_max_steps": None if deep is None else deep_max_depth + 4}
+            "deep_max_depth": deep_max_depth, "deep_max_steps": None if deep is None else deep_max_depth + 4,
+            "deep_baselines": None if deep is None else deep_baselines}
 
 
 # ----------------------------------------------------------------------------------------------------------------
