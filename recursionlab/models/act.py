@@ -10,6 +10,8 @@ times. Read top to bottom:
 4. :class:`UniversalTransformer` -- a weight-tied Transformer block iterated with per-position ACT.
 5. PonderNet: :func:`pondernet_halting_distribution`, :func:`truncated_geometric_prior`, :func:`pondernet_loss`,
    :func:`sample_halting_step` and :class:`PonderNetParityNet`.
+6. Pointer chasing, where a harder input needs more steps: :class:`PointerHopCell` (one pointer hop per step),
+   :class:`ACTPointerNet` and :class:`PonderNetPointerNet`.
 
 ACT equations (per unit u -- an example, or a position for the Universal Transformer -- and ponder step n):
 
@@ -51,6 +53,9 @@ __all__ = [
     "PonderNetResult",
     "PonderNetParityNet",
     "pondernet_step_losses",
+    "PointerHopCell",
+    "ACTPointerNet",
+    "PonderNetPointerNet",
 ]
 
 StepFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -480,3 +485,153 @@ def pondernet_step_losses(result: PonderNetResult, targets: torch.Tensor) -> tor
     """(B, N) cross-entropy of each step's prediction against ``targets`` (B,) int64."""
     b, n, c = result.logits.shape
     return F.cross_entropy(result.logits.reshape(b * n, c), targets.repeat_interleave(n), reduction="none").view(b, n)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. Pointer chasing: one hop per ponder step, so harder inputs need more steps
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_pointer_inputs(parents: torch.Tensor, query: torch.Tensor, num_nodes: int) -> None:
+    bad_table = not torch.is_tensor(parents) or parents.dtype != torch.long or parents.dim() != 2
+    if bad_table or parents.shape[1] != num_nodes:
+        raise ValueError(f"parents must be an int64 tensor of shape (B, {num_nodes}), got "
+                         f"{getattr(parents, 'dtype', type(parents).__name__)} {tuple(getattr(parents, 'shape', ()))}")
+    if not torch.is_tensor(query) or query.dtype != torch.long or tuple(query.shape) != (parents.shape[0],):
+        raise ValueError(f"query must be an int64 tensor of shape ({parents.shape[0]},), got "
+                         f"{getattr(query, 'dtype', type(query).__name__)} {tuple(getattr(query, 'shape', ()))}")
+    for name, ids in (("parents", parents), ("query", query)):
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_nodes):
+            raise ValueError(f"{name} ids must lie in 0..{num_nodes - 1}, got {int(ids.min())}..{int(ids.max())}")
+
+
+class PointerHopCell(nn.Module):
+    """One ponder step for pointer chasing: read the current node's parent from the node table (one hop).
+
+    The input is a forest as a table of parent pointers and a query node (``recursionlab.data.pointer_chase``).
+    Every node id ``i`` has a learned embedding ``e_i``; the table is encoded once as keys ``k_i = W_k e_i`` (which
+    node a row is about) and values ``v_i = W_v e_{parent(i)}`` (where it points). The state ``s`` is "the node I
+    am at", written like a value: ``s^0 = W_v e_query``. One step:
+
+        a^n = softmax_i( (W_q s^{n-1}) . k_i / sqrt(D) )       attend to the row of the current node
+        s^n = sum_i a^n_i v_i                                  read its parent: one hop
+        c^n = [ |s^n - s^{n-1}|, s^n * s^{n-1} ]               did the hop move? (matching features)
+        h^n = sigmoid( w_h . relu(W_c c^n + b_c) + b_h )       halting probability
+        y^n = (W_o s^n) . e_j  for every node j                logits over nodes: "the root is j"
+
+    A root points to itself, so once the state reaches the root further hops leave it there: the answer can only
+    get better with more steps, and the halting unit can learn "the hop did not move, stop". A query of depth d
+    then needs d hops plus one step to notice, d + 1 steps; nothing in the cell can reach the root faster.
+
+    ``encode(parents (B, N), query (B,)) -> (keys (B, N, D), values (B, N, D), s^0 (B, D))``;
+    ``forward(keys, values, state (B, D)) -> (state (B, D), logits (B, N), halt_prob (B,))``.
+    """
+
+    def __init__(self, num_nodes: int, dim: int = 32, halt_hidden: int = 32, halt_bias_init: float = -1.0) -> None:
+        super().__init__()
+        if num_nodes < 1 or dim < 1 or halt_hidden < 1:
+            raise ValueError(
+                f"num_nodes, dim and halt_hidden must be >= 1, got {num_nodes}, {dim}, {halt_hidden}"
+            )
+        self.num_nodes, self.dim = num_nodes, dim
+        self.node_embed = nn.Embedding(num_nodes, dim)
+        self.to_query = nn.Linear(dim, dim, bias=False)
+        self.to_key = nn.Linear(dim, dim, bias=False)
+        self.to_value = nn.Linear(dim, dim, bias=False)
+        self.halt_hidden = nn.Linear(2 * dim, halt_hidden)
+        self.to_halt = nn.Linear(halt_hidden, 1)
+        self.to_answer = nn.Linear(dim, dim)
+        # sigmoid(-1) ~ 0.27: about 4 steps at initialisation, as in the parity recipe.
+        nn.init.constant_(self.to_halt.bias, halt_bias_init)
+
+    def encode(self, parents: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _check_pointer_inputs(parents, query, self.num_nodes)
+        ids = torch.arange(self.num_nodes, device=parents.device)
+        keys = self.to_key(self.node_embed(ids)).expand(parents.shape[0], -1, -1)  # (B, N, D)
+        values = self.to_value(self.node_embed(parents))  # (B, N, D)
+        return keys, values, self.to_value(self.node_embed(query))
+
+    def forward(
+        self, keys: torch.Tensor, values: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores = torch.einsum("bd,bnd->bn", self.to_query(state), keys) / math.sqrt(self.dim)
+        new_state = torch.einsum("bn,bnd->bd", torch.softmax(scores, dim=-1), values)
+        compare = torch.cat([(new_state - state).abs(), new_state * state], dim=-1)
+        halt_logit = self.to_halt(torch.relu(self.halt_hidden(compare))).squeeze(-1)
+        logits = self.to_answer(new_state) @ self.node_embed.weight.t()  # (B, N)
+        # Halting probabilities in fp32 (see ParityPonderCell).
+        return new_state, logits, torch.sigmoid(halt_logit.float())
+
+
+class ACTPointerNet(nn.Module):
+    """ACT around :class:`PointerHopCell`: chase pointers from the query until the halting unit says "root".
+
+    ``forward(parents (B, N) int64, query (B,) int64) -> ACTResult`` with ``output`` = mean-field logits over
+    nodes (B, N), ``n_steps`` (B,), ``ponder_cost`` (B,). Train with
+    ``cross_entropy(result.output, root) + tau * result.ponder_cost.mean()``.
+    """
+
+    def __init__(
+        self,
+        num_nodes: int = 16,
+        dim: int = 32,
+        max_steps: int = 10,
+        epsilon: float = 0.01,
+        halt_bias_init: float = -1.0,
+        halt_hidden: int = 32,
+    ) -> None:
+        super().__init__()
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.cell = PointerHopCell(num_nodes, dim, halt_hidden, halt_bias_init)
+        self.max_steps, self.epsilon = max_steps, epsilon
+
+    def forward(self, parents: torch.Tensor, query: torch.Tensor) -> ACTResult:
+        keys, values, state = self.cell.encode(parents, query)
+
+        def step(state: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return self.cell(keys, values, state)
+
+        return act(step, state, self.max_steps, self.epsilon)
+
+
+class PonderNetPointerNet(nn.Module):
+    """PonderNet around :class:`PointerHopCell`: run ``max_steps`` hops, read ``h^n`` as lambda_n.
+
+    ``forward(parents (B, N), query (B,)) -> PonderNetResult`` (logits (B, max_steps, N));
+    ``predict(parents, query, generator) -> (logits (B, N), steps (B,))`` samples the halting step.
+    """
+
+    def __init__(
+        self,
+        num_nodes: int = 16,
+        dim: int = 32,
+        max_steps: int = 10,
+        halt_bias_init: float = -1.0,
+        halt_hidden: int = 32,
+    ) -> None:
+        super().__init__()
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.cell = PointerHopCell(num_nodes, dim, halt_hidden, halt_bias_init)
+        self.max_steps = max_steps
+
+    def forward(self, parents: torch.Tensor, query: torch.Tensor) -> PonderNetResult:
+        keys, values, state = self.cell.encode(parents, query)
+        logits, lambdas = [], []
+        for _ in range(self.max_steps):
+            state, y_n, lambda_n = self.cell(keys, values, state)
+            logits.append(y_n)
+            lambdas.append(lambda_n)
+        lam = torch.stack(lambdas, dim=1)
+        return PonderNetResult(torch.stack(logits, dim=1), lam, pondernet_halting_distribution(lam))
+
+    @torch.no_grad()
+    def predict(
+        self, parents: torch.Tensor, query: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test time: sample a halting step per example; returns logits (B, N) and steps (B,) (1-based)."""
+        result = self.forward(parents, query)
+        halt = sample_halting_step(result.lambdas, generator)
+        chosen = result.logits.gather(1, halt[:, None, None].expand(-1, 1, result.logits.shape[-1])).squeeze(1)
+        return chosen, halt + 1

@@ -4,6 +4,10 @@
   loss = cross-entropy + ``tau`` * mean ponder cost (N + R). Sweep ``tau`` to trade accuracy for steps.
 * ``pondernet-parity`` -- :class:`~recursionlab.models.act.PonderNetParityNet` (Banino et al. 2021) on the same
   data; loss = sum_n p_n L_n + beta KL(p || truncated geometric(lambda_p)); evaluated with a *sampled* halting step.
+* ``act-pointer-chase`` / ``pondernet-pointer-chase`` -- ACT and PonderNet around
+  :class:`~recursionlab.models.act.PointerHopCell` on pointer chasing to a root (``recursionlab.data.pointer_chase``),
+  where a query of depth d needs d hops: learned halting should spend d + 1 steps. :func:`pointer_chase_seeds` trains
+  both at several seeds and measures steps and accuracy per depth (lesson 03, section 4b).
 * ``deep-thinking-prefix-sums`` -- :class:`~recursionlab.models.deep_thinking.DeepThinking1d` (Bansal et al. 2022)
   trained on short prefix sums with the progressive loss, evaluated on longer strings with more iterations.
   ``--set recall=false --set alpha=0`` gives the classic no-recall, full-unroll network that "overthinks".
@@ -20,9 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from recursionlab.data.algorithmic import parity_batch, prefix_sums_batch, prefix_sums_dataset
+from recursionlab.data.pointer_chase import PointerChaseBatch, follow_parents, pointer_chase_batch
 from recursionlab.models.act import (
     ACTParityNet,
+    ACTPointerNet,
     PonderNetParityNet,
+    PonderNetPointerNet,
     expected_steps,
     pondernet_loss,
     pondernet_step_losses,
@@ -186,6 +193,230 @@ def build_pondernet_parity(cfg: PonderNetParityConfig) -> Job:
         }
 
     return Job(model, loss_fn, batch_fn, cfg.train, eval_fn=eval_fn)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ACT and PonderNet on pointer chasing: difficulty = number of hops
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PointerChaseConfig:
+    num_nodes: int = 24
+    max_depth: int = 8  # training queries have depth 0..max_depth (uniform)
+    dim: int = 32
+    halt_hidden: int = 32
+    max_steps: int = 12  # the cap M: max_depth + 1 steps are needed, a few spare
+    epsilon: float = 0.01  # ACT only
+    halt_bias_init: float = -1.0
+    tau: float = 0.003  # ACT ponder-cost weight
+    lambda_p: float = 0.2  # PonderNet prior
+    beta: float = 0.01  # PonderNet KL weight
+    batch_size: int = 128
+    n_val: int = 2000
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _pointer_chase_config(profile: str) -> PointerChaseConfig:
+    """Shared by both pointer recipes (ACT ignores lambda_p and beta, PonderNet epsilon and tau)."""
+    return PointerChaseConfig(
+        num_nodes=by_profile(12, 24, 48, profile=profile),
+        max_depth=by_profile(4, 8, 16, profile=profile),
+        dim=by_profile(16, 32, 64, profile=profile),
+        max_steps=by_profile(7, 12, 20, profile=profile),
+        n_val=by_profile(500, 2000, 4000, profile=profile),
+        train=TrainConfig(
+            steps=by_profile(150, 400, 3000, profile=profile),
+            lr=3e-3,
+            optimizer="adam",
+            grad_clip=1.0,
+            log_every=by_profile(10, 50, 100, profile=profile),
+            eval_every=by_profile(0, 200, 1000, profile=profile),
+        ),
+    )
+
+
+@register_recipe(
+    "act-pointer-chase",
+    "ACT around a one-hop-per-step attention cell chasing parent pointers to a root: steps grow with depth (03)",
+)
+def act_pointer_chase(profile: str) -> PointerChaseConfig:
+    # Calibration (the shared 2-core machine, 2-4 s a run): at laptop sizes tau = 0.003 gave held-out accuracy 1.000
+    # and exactly d + 1 steps at every depth in seeds 0-7; tau = 0.01 did so in seeds 0-12 at laptop but collapsed to
+    # one step in 1 of 12 seeds at smoke; tau = 0.03 collapsed in 2 of 3 seeds and tau = 0.1 in 3 of 3 (the ponder
+    # cost wins before the hop is learned, as on parity).
+    return _pointer_chase_config(profile)
+
+
+@register_recipe(
+    "pondernet-pointer-chase",
+    "PonderNet around the same one-hop cell on pointer chasing; sampled halting step per query (lesson 03)",
+)
+def pondernet_pointer_chase(profile: str) -> PointerChaseConfig:
+    return _pointer_chase_config(profile)
+
+
+def _pointer_data(cfg: PointerChaseConfig):
+    """Training batches seeded by step (the tensors of a batch share dim 0, so sharding keeps them aligned)."""
+    val = pointer_chase_batch(cfg.n_val, cfg.num_nodes, cfg.max_depth, generator=_VAL_SEED + cfg.seed)
+
+    def batch_fn(step: int):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        b = pointer_chase_batch(cfg.batch_size, cfg.num_nodes, cfg.max_depth, generator=gen)
+        return b.parents, b.query, b.root
+
+    return batch_fn, val
+
+
+def predict_pointer_chase(
+    model: nn.Module, batch: PointerChaseBatch, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answers and ponder steps of an ACT or PonderNet pointer model on ``batch``, on the CPU.
+
+    ACT: the mean-field output and its N; PonderNet: a sampled halting step per query (``generator`` seeds it).
+    Returns ``(predicted root (B,) long, steps (B,) long)``.
+    """
+    device = next(model.parameters()).device
+    parents, query = batch.parents.to(device), batch.query.to(device)
+    with torch.no_grad():
+        if isinstance(model, ACTPointerNet):
+            result = model(parents, query)
+            return result.output.argmax(-1).cpu(), result.n_steps.cpu()
+        if isinstance(model, PonderNetPointerNet):
+            if generator is None:
+                generator = torch.Generator(device=device).manual_seed(0)
+            logits, steps = model.predict(parents, query, generator=generator)
+            return logits.argmax(-1).cpu(), steps.cpu()
+    raise TypeError(f"model must be an ACTPointerNet or a PonderNetPointerNet, got {type(model).__name__}")
+
+
+def by_depth(values: torch.Tensor, depth: torch.Tensor, max_depth: int) -> list[float]:
+    """Mean of ``values`` (B,) over the queries of each depth 0..max_depth (NaN where a depth is absent)."""
+    values = values.float()
+    return [float(values[depth == d].mean()) if bool((depth == d).any()) else float("nan")
+            for d in range(max_depth + 1)]
+
+
+def _pointer_eval(cfg: PointerChaseConfig, val: PointerChaseBatch):
+    def eval_fn(model: nn.Module) -> dict:
+        answer, steps = predict_pointer_chase(model, val, torch.Generator().manual_seed(cfg.seed)
+                                              if isinstance(model, PonderNetPointerNet) else None)
+        shallow, deep = val.depth == 0, val.depth == cfg.max_depth
+        return {
+            "val_acc": float((answer == val.root).float().mean()),
+            "val_steps": float(steps.float().mean()),
+            "val_steps_depth0": float(steps[shallow].float().mean()),
+            f"val_steps_depth{cfg.max_depth}": float(steps[deep].float().mean()),
+        }
+
+    return eval_fn
+
+
+@act_pointer_chase.builder
+def build_act_pointer_chase(cfg: PointerChaseConfig) -> Job:
+    torch.manual_seed(cfg.seed)
+    model = ACTPointerNet(cfg.num_nodes, cfg.dim, cfg.max_steps, cfg.epsilon, cfg.halt_bias_init, cfg.halt_hidden)
+    batch_fn, val = _pointer_data(cfg)
+
+    def loss_fn(model: nn.Module, batch) -> StepOutput:
+        parents, query, root = batch
+        result = model(parents, query)
+        task = F.cross_entropy(result.output.float(), root)
+        ponder = result.ponder_cost.mean()
+        return StepOutput(
+            task + cfg.tau * ponder,  # L^ = L + tau * mean rho
+            {"task_loss": task.detach(), "ponder": ponder.detach(), "steps": result.n_steps.float().mean(),
+             "acc": (result.output.argmax(-1) == root).float().mean()},
+        )
+
+    return Job(model, loss_fn, batch_fn, cfg.train, eval_fn=_pointer_eval(cfg, val))
+
+
+@pondernet_pointer_chase.builder
+def build_pondernet_pointer_chase(cfg: PointerChaseConfig) -> Job:
+    torch.manual_seed(cfg.seed)
+    model = PonderNetPointerNet(cfg.num_nodes, cfg.dim, cfg.max_steps, cfg.halt_bias_init, cfg.halt_hidden)
+    batch_fn, val = _pointer_data(cfg)
+
+    def loss_fn(model: nn.Module, batch) -> StepOutput:
+        parents, query, root = batch
+        result = model(parents, query)
+        parts = pondernet_loss(pondernet_step_losses(result, root), result.halting_dist.float(), cfg.lambda_p, cfg.beta)
+        return StepOutput(
+            parts.total,
+            {"reconstruction": parts.reconstruction.detach(), "kl": parts.kl.detach(),
+             "expected_steps": expected_steps(result.halting_dist.detach()).mean()},
+        )
+
+    return Job(model, loss_fn, batch_fn, cfg.train, eval_fn=_pointer_eval(cfg, val))
+
+
+def pointer_chase_seeds(
+    seeds: tuple[int, ...] = (0, 1, 2),
+    profile: str | None = None,
+    recipes: tuple[str, ...] = ("act-pointer-chase", "pondernet-pointer-chase"),
+    overrides: dict | None = None,
+    n_test: int = 4000,
+    test_seed: int = 4242,
+    deep_max_depth: int | None = None,
+) -> dict:
+    """Train each recipe at each seed and measure ponder steps and accuracy per query depth on one test set.
+
+    The test set is ``pointer_chase_batch(n_test, num_nodes, max_depth, generator=test_seed)`` (seeds that no
+    training or validation batch uses). Returns a JSON-ready dict: ``max_depth``, ``depth_counts``,
+    ``baselines[k-hop] = accuracy by depth`` of following k pointers (k = 0: answer the query itself), and
+    ``runs[recipe][str(seed)] = {"steps_by_depth", "acc_by_depth", "acc", "steps", "seconds"}``.
+
+    With ``deep_max_depth`` (> max_depth, < num_nodes) each model is also run on queries of depth
+    ``0..deep_max_depth`` (``generator=test_seed + 1``), deeper than any in training, with its cap raised to
+    ``deep_max_depth + 4`` steps: ``deep_steps_by_depth`` and ``deep_acc_by_depth`` (``deep_max_steps`` and the
+    k-hop ``deep_baselines`` in the dict).
+    """
+    import time
+
+    from recursionlab.train.recipes import get_config, run_recipe
+
+    cfg = get_config(recipes[0], profile, overrides)
+    test = pointer_chase_batch(n_test, cfg.num_nodes, cfg.max_depth, generator=test_seed)
+    depth_counts = torch.bincount(test.depth, minlength=cfg.max_depth + 1).tolist()
+    baselines = {str(k): by_depth(follow_parents(test.parents, test.query, k) == test.root, test.depth, cfg.max_depth)
+                 for k in range(cfg.max_depth + 1)}
+    deep = None
+    if deep_max_depth is not None:
+        if not cfg.max_depth < deep_max_depth < cfg.num_nodes:
+            raise ValueError(f"deep_max_depth must lie in {cfg.max_depth + 1}..{cfg.num_nodes - 1} (deeper than "
+                             f"training, within num_nodes), got {deep_max_depth}")
+        deep = pointer_chase_batch(n_test, cfg.num_nodes, deep_max_depth, generator=test_seed + 1)
+        deep_baselines = {str(k): by_depth(follow_parents(deep.parents, deep.query, k) == deep.root, deep.depth,
+                                           deep_max_depth) for k in range(deep_max_depth + 1)}
+    runs: dict = {}
+    for name in recipes:
+        runs[name] = {}
+        for seed in seeds:
+            t0 = time.perf_counter()
+            run = run_recipe(name, profile=profile, overrides={**(overrides or {}), "seed": seed})
+            answer, steps = predict_pointer_chase(run.model.eval(), test, torch.Generator().manual_seed(seed))
+            correct = answer == test.root
+            runs[name][str(seed)] = {
+                "steps_by_depth": by_depth(steps, test.depth, cfg.max_depth),
+                "acc_by_depth": by_depth(correct, test.depth, cfg.max_depth),
+                "acc": float(correct.float().mean()),
+                "steps": float(steps.float().mean()),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            if deep is not None:
+                model, cap = run.model.eval(), run.model.max_steps
+                model.max_steps = deep_max_depth + 4  # weight tying: the same cell may simply run longer
+                answer, steps = predict_pointer_chase(model, deep, torch.Generator().manual_seed(seed))
+                model.max_steps = cap
+                runs[name][str(seed)]["deep_steps_by_depth"] = by_depth(steps, deep.depth, deep_max_depth)
+                runs[name][str(seed)]["deep_acc_by_depth"] = by_depth(answer == deep.root, deep.depth, deep_max_depth)
+    return {"recipes": list(recipes), "seeds": list(seeds), "num_nodes": cfg.num_nodes, "max_depth": cfg.max_depth,
+            "max_steps": cfg.max_steps, "train_steps": cfg.train.steps, "n_test": n_test,
+            "depth_counts": depth_counts, "baselines": baselines, "runs": runs,
+            "deep_max_depth": deep_max_depth, "deep_max_steps": None if deep is None else deep_max_depth + 4,
+            "deep_baselines": None if deep is None else deep_baselines}
 
 
 # ----------------------------------------------------------------------------------------------------------------
