@@ -191,19 +191,6 @@ def _peak_memory(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
-def device_peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
-    """Dense peak FLOP/s of ``device`` for ``dtype`` from the planner's table (None for unknown kinds/CPU)."""
-    from recursionlab.train.plan import GPU_SPECS
-
-    if device.type != "cuda":
-        return None, "no table peak for a CPU"
-    name = torch.cuda.get_device_name(device).upper()
-    for key, spec in GPU_SPECS.items():
-        if key.upper() in name.replace("RTX ", ""):
-            return (spec.bf16_flops if dtype == torch.bfloat16 else spec.fp32_flops), spec.name
-    return None, f"{name} is not in the planner's GPU table"
-
-
 def _puzzle_shape(cfg) -> types.SimpleNamespace:
     # what build_model reads from a dataset: 9x9 Sudoku has 81 cells and 11 tokens (pad, blank, 1..9)
     n = cfg.sudoku_size
@@ -224,6 +211,7 @@ def measure_throughput(recipe: str, s: Settings, precision: str, compiled: bool,
     from recursionlab.train.device import autocast
     from recursionlab.train.flops import training_step_flops
     from recursionlab.train.optim import build_optimizer
+    from recursionlab.train.plan import device_peak_flops
     from recursionlab.train.recipes import get_config
     from recursionlab.train.recipes.reasoning import build_model, reasoning_loss_fn
 

@@ -24,18 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recursionlab.train.plan import device_peak_flops
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
-# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, used for model-FLOPs utilisation.
-BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "RTX 4090": 165e12}
-
 
 def device_peak(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in BF16_PEAK.items() if key in name), None)
+    """The dense bf16 peak of ``device`` from the planner's GPU table (one table for every MFU in the project)."""
+    return device_peak_flops(device, torch.bfloat16)[0]
 
 
 class TokenMLP(nn.Module):

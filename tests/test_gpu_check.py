@@ -57,3 +57,19 @@ def test_one_measurement_past_its_cap_does_not_end_the_phase():
     phase = gpu_check.run_phase(gpu_check.Phase("throughput", 10), body)
     assert phase.status == "ok" and phase.seconds < 3
     assert phase.lines == ["run: ran past its cap of 0 s", "next run done"]
+
+
+def test_every_mfu_uses_the_planners_gpu_table(monkeypatch):
+    """One table of peaks for the project: the planner's lookup by device name, used by both benchmarks."""
+    from benchmarks import run as bench_run
+    from recursionlab.train.plan import GPU_SPECS, device_peak_flops
+
+    assert device_peak_flops(gpu_check.torch.device("cpu")) == (None, "no table peak for a CPU")
+    cuda = gpu_check.torch.device("cuda")
+    for name, key in (("NVIDIA H200", "h200"), ("NVIDIA GeForce RTX 4090", "4090"), ("NVIDIA A100-SXM4-80GB", "a100")):
+        monkeypatch.setattr(gpu_check.torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert device_peak_flops(cuda) == (GPU_SPECS[key].bf16_flops, GPU_SPECS[key].name)
+        assert device_peak_flops(cuda, gpu_check.torch.float32)[0] == GPU_SPECS[key].fp32_flops
+        assert bench_run.device_peak(cuda) == GPU_SPECS[key].bf16_flops
+    monkeypatch.setattr(gpu_check.torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    assert device_peak_flops(cuda)[0] is None and bench_run.device_peak(cuda) is None

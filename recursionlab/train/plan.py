@@ -61,7 +61,8 @@ from recursionlab.train.device import autocast
 from recursionlab.train.engine import _as_step_output
 from recursionlab.train.flops import op_flops
 
-__all__ = ["GPU_SPECS", "GPUSpec", "Plan", "StepCost", "measure_step", "plan_recipe", "format_bytes"]
+__all__ = ["GPU_SPECS", "GPUSpec", "Plan", "StepCost", "device_peak_flops", "measure_step", "plan_recipe",
+           "format_bytes"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,18 @@ GPU_SPECS: dict[str, GPUSpec] = {
                     "accumulate 165.2 TFLOPS dense; FP32 82.6 TFLOPS"),
 }
 KINDS = (*GPU_SPECS, "cpu")
+
+
+def device_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[float | None, str]:
+    """Dense peak FLOP/s of ``device`` at ``dtype`` (bf16 tensor cores, else plain fp32) from :data:`GPU_SPECS`,
+    and the table row's name; ``(None, why)`` for a CPU or a GPU the table does not list."""
+    if device.type != "cuda":
+        return None, "no table peak for a CPU"
+    name = torch.cuda.get_device_name(device).upper()
+    for key, spec in GPU_SPECS.items():
+        if key.upper() in name.replace("RTX ", ""):
+            return (spec.bf16_flops if dtype == torch.bfloat16 else spec.fp32_flops), spec.name
+    return None, f"{name} is not in the planner's GPU table"
 # the CPU figure is measured: a TRM training step at hidden 64 reached 18-21 % of this machine's matmul peak
 DEFAULT_MFU = {"gpu": 0.3, "cpu": 0.2}
 
