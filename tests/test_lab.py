@@ -1,5 +1,7 @@
 """`make lab` serves the course: start JupyterLab headless at the repository root (as `make lab` does), check that
-the lessons, exercises and docs are all reachable from its file browser, stop it."""
+the lessons, exercises and docs are all reachable from its file browser, stop it. Then the learner's path in headless
+chromium (tests/_browser.py): JupyterLab on a copy of the course, lesson 00 and its exercise opened from the file
+browser and run with Run All at the smoke profile, without a traceback."""
 
 import json
 import os
@@ -132,14 +134,17 @@ def _open_and_run_all(page, folder: str, name: str) -> dict:
         if (!panel) return false;
         const prompts = Array.from(panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt'));
         const indicator = panel.querySelector('.jp-Notebook-ExecutionIndicator');
-        return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p.textContent.trim()))
+        // finished: nothing queued or running ([*]) and the kernel idle; an error stops Run All early
+        return prompts.some(p => /^\\[\\d+\\]:$/.test(p.textContent.trim()))
+            && !prompts.some(p => p.textContent.includes('*'))
             && indicator && indicator.getAttribute('data-status') === 'idle';
     }"""
     page.wait_for_function(done, timeout=LAB_TIMEOUT_S * 1000, polling=500)
     return page.evaluate("""() => {
         const panel = Array.from(document.querySelectorAll('.jp-NotebookPanel')).find(p => p.offsetParent !== null);
         const out = sel => Array.from(panel.querySelectorAll(sel)).map(e => e.textContent);
-        return {cells: panel.querySelectorAll('.jp-CodeCell').length,
+        const prompts = Array.from(panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt'));
+        return {cells: prompts.length, ran: prompts.filter(p => /^\\[\\d+\\]:$/.test(p.textContent.trim())).length,
                 stderr: out('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'),
                 stdout: out('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stdout"]'),
                 images: panel.querySelectorAll('.jp-OutputArea-output img').length};
@@ -171,7 +176,7 @@ def test_a_learner_runs_lesson_00_and_an_exercise_in_jupyterlab(tmp_path):
                 result = _open_and_run_all(page, folder, "00_welcome.ipynb")
                 tracebacks = [text for text in result["stderr"] if "Traceback" in text or "Error" in text]
                 assert not tracebacks, f"{folder}/00_welcome.ipynb: " + "\n".join(tracebacks)[-3000:]
-                assert result["cells"] > 3 and result["stdout"], result
+                assert result["cells"] > 3 and result["ran"] == result["cells"] and result["stdout"], result
                 if folder == "notebooks":
                     assert result["images"] >= 2, result  # the course map and the training curves
                     assert any("recursionlab profile: smoke" in text for text in result["stdout"]), result["stdout"][:3]
