@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default _build/book/html)")
     args = parser.parse_args(argv)
+    if str(ROOT) not in sys.path:  # `python book/build.py` puts book/ first; the API pages import this checkout
+        sys.path.insert(0, str(ROOT))
     start = time.perf_counter()
     try:
         out = build_book(ROOT, args.out)

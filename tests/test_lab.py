@@ -147,6 +147,7 @@ def _open_and_run_all(page, folder: str, name: str) -> dict:
         return {cells: prompts.length, ran: prompts.filter(p => /^\\[\\d+\\]:$/.test(p.textContent.trim())).length,
                 stderr: out('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'),
                 stdout: out('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stdout"]'),
+                plain: out('.jp-OutputArea-output[data-mime-type="text/plain"]'),
                 images: panel.querySelectorAll('.jp-OutputArea-output img').length};
     }""")
 
@@ -177,6 +178,8 @@ def test_a_learner_runs_lesson_00_and_an_exercise_in_jupyterlab(tmp_path):
                 tracebacks = [text for text in result["stderr"] if "Traceback" in text or "Error" in text]
                 assert not tracebacks, f"{folder}/00_welcome.ipynb: " + "\n".join(tracebacks)[-3000:]
                 assert result["cells"] > 3 and result["ran"] == result["cells"] and result["stdout"], result
+                stray = [text for text in result["plain"] if text.strip() in ("True", "False")]
+                assert not stray, f"{folder}/00_welcome.ipynb: a cell shows a stray {stray[0].strip()} (check cells)"
                 if folder == "notebooks":
                     assert result["images"] >= 2, result  # the course map and the training curves
                     assert any("recursionlab profile: smoke" in text for text in result["stdout"]), result["stdout"][:3]
