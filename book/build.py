@@ -197,6 +197,7 @@ def stage(root: Path = ROOT, src: Path | None = None) -> Path:
     for folder in ("notebooks", "exercises", "docs"):
         shutil.copytree(root / folder, src / folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.copy(BOOK / "intro.md", src / "intro.md")
+    shutil.copytree(BOOK / "_static", src / "_static")  # Jupyter Book adds the CSS files it finds there
     (src / "_ext").mkdir()
     shutil.copy(BOOK / "recursionlab_sphinx.py", src / "_ext" / "recursionlab_sphinx.py")
     config = (BOOK / "_config.yml").read_text(encoding="utf-8")
