@@ -1,6 +1,6 @@
 """Deep Thinking networks (Schwarzschild et al. 2021; Bansal et al. 2022, arXiv 2202.05826), 1-D version.
 
-A network that can "think longer" at test time: one weight-tied block is iterated as many times as you like.
+A network that can "think longer" at test time: one weight-tied block is iterated as many times as you like::
 
     phi_0 = ReLU(conv(x))                            projection of the input into a width-w feature map
     phi_i = R([phi_{i-1}, x])      i = 1..n          recurrent block (recall: the input x is concatenated again
@@ -14,10 +14,12 @@ fed as a single 0/1 channel. With bias-free convolutions a 0 bit is otherwise in
 padding, and at this course's tiny budgets (a few hundred steps) the one-hot input trained far more reliably
 across seeds. ``in_channels=1`` gives the reference encoding.
 
-Progressive loss (Bansal et al. 2022), with M = max iterations in training:
+Progressive loss (Bansal et al. 2022), with M = max iterations in training::
+
     n ~ U{0, ..., M-1},  k ~ U{1, ..., M-n}
     run n iterations without gradient, detach phi_n, run k more with gradient  ->  L_prog = CE(y_{n+k})
     L_max = CE(y_M) (full unroll),   L = (1 - alpha) L_max + alpha L_prog
+
 The detached warm start teaches the block to improve *whatever* state it is given, not to count iterations, so
 running it longer than in training keeps refining instead of drifting ("overthinking").
 

@@ -32,7 +32,7 @@ __all__ = ["TanhEquilibriumLayer", "DEQClassifier", "CausalRecurrenceLayer", "DE
 class TanhEquilibriumLayer(nn.Module):
     """f(z, u) = tanh(W z + u): the layer of lesson 04, now with a trainable W.
 
-    |tanh'| <= 1, so f is a contraction in z whenever the spectral norm ||W||_2 < 1; training is free to grow
+    ``|tanh'| <= 1``, so f is a contraction in z whenever the spectral norm ||W||_2 < 1; training is free to grow
     W past that, which is when the forward iteration slows down (and Jacobian regularisation earns its keep).
 
     Args:
@@ -148,9 +148,10 @@ class DEQSequenceModel(nn.Module):
     ``max_iter`` defaults to ``None`` = T + 2 for each call (longer sequences automatically get more).
 
     Args:
-        vocab_size / n_classes: input tokens and output classes; dim / hidden: state and MLP sizes;
-        window: previous positions read per update; solver / grad / tol / max_iter / solver_kwargs: for
-        :class:`DEQSolver`.
+        vocab_size, n_classes: input tokens and output classes.
+        dim, hidden: state and MLP sizes.
+        window: previous positions read per update.
+        solver, grad, tol, max_iter, solver_kwargs: for :class:`DEQSolver`.
     """
 
     def __init__(

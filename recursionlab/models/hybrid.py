@@ -4,7 +4,7 @@ Commentators on both papers suggest the same combination: Huginn (Geiping et al.
 every token think for r core recurrences but picks r once for the whole batch; Mixture-of-Recursions (Bae et
 al. 2025, arXiv 2507.10524) picks a depth per token but recurses a block that reads no input and only ever
 attends to the tokens still active. The hybrid keeps Huginn's prelude / core / coda and input injection and
-adds MoR's per-token router, so each token decides how many core recurrences it gets:
+adds MoR's per-token router, so each token decides how many core recurrences it gets::
 
     e      = P(x)                                   prelude (Huginn), once
     s^0    ~ N(0, sigma_s^2 I)                      random initial state (Huginn)
@@ -62,17 +62,17 @@ ROUTING_RULES = ("topk", "threshold")
 class HybridConfig:
     """Sizes and routing settings of a :class:`RoutedRecurrentDepth`.
 
-    vocab_size / out_vocab_size: input tokens and output classes (default: same).
-    dim, n_heads, mlp_inner: block width, heads, SwiGLU inner width (None: the library default).
-    prelude_layers, core_layers, coda_layers: Huginn's (l_P, l_R, l_C).
-    max_positions, absolute_positions: as in :class:`RecurrentDepthConfig` (pointer tasks need absolute ones).
-    max_recurrences: R, the training cap on core recurrences per token.
-    capacities: fraction of tokens kept at each recurrence 1..R during training (non-increasing, in (0, 1]);
-        default MoR's (R - i + 1) / R, i.e. 1, (R-1)/R, ..., 1/R: mean depth (R + 1) / 2.
-    router_alpha: gate scale alpha (1: the gate is a step size in (0, 1)).
-    aux_loss_coef: weight of the BCE that trains the inference (threshold) rule (MoR uses 0.001 over thousands of
-        steps; a few hundred steps need a larger weight for sigmoid >= 1/2 to agree with top-k).
-    state_std: std of s^0 (Huginn: sqrt(2/5)).
+    - vocab_size / out_vocab_size: input tokens and output classes (default: same).
+    - dim, n_heads, mlp_inner: block width, heads, SwiGLU inner width (None: the library default).
+    - prelude_layers, core_layers, coda_layers: Huginn's (l_P, l_R, l_C).
+    - max_positions, absolute_positions: as in :class:`RecurrentDepthConfig` (pointer tasks need absolute ones).
+    - max_recurrences: R, the training cap on core recurrences per token.
+    - capacities: fraction of tokens kept at each recurrence 1..R during training (non-increasing, in (0, 1]);
+      default MoR's (R - i + 1) / R, i.e. 1, (R-1)/R, ..., 1/R: mean depth (R + 1) / 2.
+    - router_alpha: gate scale alpha (1: the gate is a step size in (0, 1)).
+    - aux_loss_coef: weight of the BCE that trains the inference (threshold) rule (MoR uses 0.001 over thousands of
+      steps; a few hundred steps need a larger weight for sigmoid >= 1/2 to agree with top-k).
+    - state_std: std of s^0 (Huginn: sqrt(2/5)).
     """
 
     vocab_size: int
@@ -181,6 +181,7 @@ class RoutedRecurrentDepth(nn.Module):
 
     forward(tokens (B, T) long, rule=None | "topk" | "threshold", max_recurrences=None, noise_seed=None)
         -> :class:`HybridOutput`.
+
     ``rule`` defaults to "topk" in train mode and "threshold" in eval mode; ``max_recurrences`` (default: the
     config's R) is the cap, which may exceed R at test time only under "threshold" (top-k has R capacities).
     """

@@ -2,7 +2,7 @@
 
 A recursive transformer re-uses one stack of B blocks N_r times. Which layers share weights is a *sharing
 scheme* (section 1). MoR adds a tiny router per recursion that decides, token by token, whether to go one
-recursion deeper, so easy tokens stop early and hard ones think longer:
+recursion deeper, so easy tokens stop early and hard ones think longer::
 
     H^1 = Prelude(E[x])                         (Middle-Cycle: the first layer is not shared)
     for r = 1 .. N_r:
@@ -335,15 +335,15 @@ def kv_entries_from_depths(depth: torch.Tensor, n_recursions: int, kv_sharing: b
 class MoRConfig:
     """Configuration of :class:`MixtureOfRecursionsLM` (defaults: a CPU-sized char model).
 
-    n_layers: L, the unrolled depth (layer applications of the equivalent vanilla model).
-    n_recursions: N_r. sharing: one of SHARING_SCHEMES (routing needs "cycle" or "middle_cycle").
-    routing: "none" (plain recursive model), "expert" or "token".
-    capacities: expert-choice capacity per recursion (default (N_r - r + 1)/N_r).
-    router_alpha: gate scale alpha (default 0.1 expert, 1.0 token, as in the paper's configs).
-    sampling: how expert-choice decides at inference: "aux_loss" (threshold the main router, trained with a
-        BCE to agree with top-k) or "aux_router" (a second router on detached states, trained with that BCE).
-    aux_loss_coef: weight of the BCE (paper 0.001). balance_coef: token-choice balancing loss (paper 0.1).
-    z_loss_coef: router z-loss mean(logsumexp(logits)^2). kv_sharing: cache only the first recursion.
+    - n_layers: L, the unrolled depth (layer applications of the equivalent vanilla model).
+    - n_recursions: N_r. sharing: one of SHARING_SCHEMES (routing needs "cycle" or "middle_cycle").
+    - routing: "none" (plain recursive model), "expert" or "token".
+    - capacities: expert-choice capacity per recursion (default (N_r - r + 1)/N_r).
+    - router_alpha: gate scale alpha (default 0.1 expert, 1.0 token, as in the paper's configs).
+    - sampling: how expert-choice decides at inference: "aux_loss" (threshold the main router, trained with a
+      BCE to agree with top-k) or "aux_router" (a second router on detached states, trained with that BCE).
+    - aux_loss_coef: weight of the BCE (paper 0.001). balance_coef: token-choice balancing loss (paper 0.1).
+    - z_loss_coef: router z-loss mean(logsumexp(logits)^2). kv_sharing: cache only the first recursion.
     """
 
     vocab_size: int
@@ -371,6 +371,7 @@ class MixtureOfRecursionsLM(CausalLMBase):
     forward(ids (B, T) long, cache=None | MoRCache, rule=None | "topk" | "threshold") -> LMOutput:
         logits (B, T, V); aux_loss (router BCE or balancing loss, weighted); depth (B, T) recursions per token;
         metrics (router agreement per recursion, fraction of tokens per depth).
+
     ``rule`` (expert-choice): "topk" = training rule (non-causal), "threshold" = inference rule (causal);
     default "topk" in train mode and "threshold" in eval mode. Decoding with a cache needs "threshold".
     """

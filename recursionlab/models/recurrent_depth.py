@@ -170,21 +170,21 @@ def kl_exit_steps(step_logits: torch.Tensor, threshold: float, min_steps: int = 
 class RecurrentDepthConfig:
     """Sizes and recurrence settings of a :class:`RecurrentDepthModel`.
 
-    vocab_size: input tokens; out_vocab_size: output classes (default ``vocab_size``).
-    dim, n_heads, expansion: block width, heads and SwiGLU expansion.
-    mlp_inner: explicit SwiGLU inner width (the shared blocks round ``expansion`` up to a multiple of 256, which is
-        right at d = 512 but 4x too wide for the tiny CPU models of the lesson).
-    prelude_layers, core_layers, coda_layers: (l_P, l_R, l_C) -- Huginn-0125 uses (2, 4, 2).
-    norm: placement in the shared blocks ("sandwich" | "pre" | "post").
-    max_positions: longest sequence (RoPE table, optional learned positions).
-    absolute_positions: add a learned position embedding (useful for pointer tasks where tokens *are* positions).
-    injection: "concat" (adapter on [s, e], the paper's choice at scale) or "add" (s + e).
-    mean_recurrence, recurrence_sigma: r-bar and sigma of the log-normal Poisson sampler (E[r] = r-bar + 1).
-    backprop_k: truncated backprop depth k (only the last k recurrences get gradients).
-    schedule: "lognormal-poisson" (random depth) or "fixed" (the fixed-depth twin: r = mean_recurrence).
-    state_std: standard deviation of s_0 (sqrt(2/5) as in the paper).
-    tie_embeddings: share the embedding and head matrices (needs out_vocab_size == vocab_size).
-    sampler_seed: seed of the per-step recurrence sampler (Huginn: 514229).
+    - vocab_size: input tokens; out_vocab_size: output classes (default ``vocab_size``).
+    - dim, n_heads, expansion: block width, heads and SwiGLU expansion.
+    - mlp_inner: explicit SwiGLU inner width (the shared blocks round ``expansion`` up to a multiple of 256, which is
+      right at d = 512 but 4x too wide for the tiny CPU models of the lesson).
+    - prelude_layers, core_layers, coda_layers: (l_P, l_R, l_C) -- Huginn-0125 uses (2, 4, 2).
+    - norm: placement in the shared blocks ("sandwich" | "pre" | "post").
+    - max_positions: longest sequence (RoPE table, optional learned positions).
+    - absolute_positions: add a learned position embedding (useful for pointer tasks where tokens *are* positions).
+    - injection: "concat" (adapter on [s, e], the paper's choice at scale) or "add" (s + e).
+    - mean_recurrence, recurrence_sigma: r-bar and sigma of the log-normal Poisson sampler (E[r] = r-bar + 1).
+    - backprop_k: truncated backprop depth k (only the last k recurrences get gradients).
+    - schedule: "lognormal-poisson" (random depth) or "fixed" (the fixed-depth twin: r = mean_recurrence).
+    - state_std: standard deviation of s_0 (sqrt(2/5) as in the paper).
+    - tie_embeddings: share the embedding and head matrices (needs out_vocab_size == vocab_size).
+    - sampler_seed: seed of the per-step recurrence sampler (Huginn: 514229).
     """
 
     vocab_size: int
@@ -313,6 +313,7 @@ class RecurrentDepthModel(nn.Module):
 
     forward(tokens (B, T) long, num_steps=None | r | (no_grad_steps, grad_steps), init_scale=1.0,
             noise_seed=None, initial_state=None (B, T, D)) -> logits (B, T, out_vocab).
+
     ``num_steps=None`` runs ``round(mean_recurrence)`` steps (the evaluation default, as in Huginn); an int ``r``
     is split as ``(max(r - k, 0), min(r, k))``; with gradients off the split does not matter.
     """

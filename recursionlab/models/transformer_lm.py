@@ -66,9 +66,12 @@ class CausalLMBase(nn.Module):
     """Embedding, rotary table, final norm and tied read-out shared by the lesson's language models.
 
     Args:
-        vocab_size: V. dim: D. n_heads: attention heads (D divisible by it). max_seq_len: longest position
-        the rotary table covers (prompt + generated tokens). expansion: SwiGLU expansion (inner width by
-        ``swiglu_inner_dim``). rope_base: rotary frequency base.
+        vocab_size: V.
+        dim: D.
+        n_heads: attention heads (D divisible by it).
+        max_seq_len: longest position the rotary table covers (prompt + generated tokens).
+        expansion: SwiGLU expansion (inner width by ``swiglu_inner_dim``).
+        rope_base: rotary frequency base.
     """
 
     def __init__(

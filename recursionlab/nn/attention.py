@@ -69,6 +69,7 @@ class Attention(nn.Module):
 
     forward(x (B, T, D), rope=(cos, sin) each (T, Dh) or None, cache=KVCache or None,
             attn_mask=None or bool (T, T_total) / (B, 1|H, T, T_total), True = may attend) -> (B, T, D).
+
     Parameters: ``qkv`` (3D, D) and ``out`` (D, D), no biases, LeCun trunc-normal initialised.
     """
 

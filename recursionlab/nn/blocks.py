@@ -1,12 +1,12 @@
 """One transformer block: a token mixer then a channel SwiGLU, each wrapped in a residual + RMSNorm.
 
-Three placements of the normalisation (x is the residual stream, f a sub-layer):
+Three placements of the normalisation (x is the residual stream, f a sub-layer)::
 
     post     x <- norm(x + f(x))                 (original Transformer; HRM and TRM)
     pre      x <- x + f(norm(x))                 (GPT-2 onwards)
     sandwich x <- x + norm_out(f(norm_in(x)))    (Huginn / recurrent depth)
 
-Two token mixers:
+Two token mixers::
 
     attention  multi-head self-attention (RoPE optional, KV cache for causal decoding)
     mlp        TRM's attention-free MLP-mixer variant (Tolstikhin et al. 2021, arXiv 2105.01601): a

@@ -368,9 +368,9 @@ def anderson_weights(G: Tensor, lam: float = 1e-4, max_weight: float = 1e4) -> t
         lam: relative ridge strength (>= 0).
         max_weight: weights larger than this in magnitude count as ill-conditioned.
     Returns:
-        alpha: (B, n) weights summing to 1 per sample (for a bad sample: a one-hot on the newest column,
-               i.e. the caller's plain step).
-        ok:    (B,) bool, False where the system was singular, non-finite or ill-conditioned.
+        The pair ``(alpha, ok)``, with ``alpha`` (B, n) the weights summing to 1 per sample (for a bad sample, a
+        one-hot on the newest column, i.e. the caller's plain step) and ``ok`` (B,) bool, False where the system
+        was singular, non-finite or ill-conditioned.
     """
     if G.dim() != 3:
         raise ValueError(f"anderson_weights: G must have shape (B, n, D), got {tuple(G.shape)}")

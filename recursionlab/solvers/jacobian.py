@@ -87,14 +87,14 @@ def spectral_radius(
 
     Iterates v <- v^T J / ||v^T J||. The one-step growth ||v^T J|| of a unit vector oscillates when the
     dominant eigenvalues are a complex pair or J is far from normal, so the estimate is the geometric mean of
-    the growth over the second half of the iterations (it converges to |lambda_max| as n_iter grows).
+    the growth over the second half of the iterations (it converges to ``|lambda_max|`` as n_iter grows).
 
     Args:
         f: (B, ...) -> (B, ...), independent per sample; z_star: (B, ...) point.
         n_iter: power iterations (>= 2).
         generator: optional torch.Generator for the start vector.
     Returns:
-        (B,) estimated |lambda_max| per sample (detached).
+        (B,) estimated ``|lambda_max|`` per sample (detached).
     """
     if not isinstance(n_iter, int) or n_iter < 2:
         raise ValueError(f"spectral_radius: n_iter must be an integer >= 2, got {n_iter!r}")

@@ -3,7 +3,7 @@
 The lesson cannot train 9 families x 3 seeds x several budgets within its 5-minute laptop budget, so this command
 does it once and the lesson loads the file (``recursionlab/assets/capstone_seeds.json``; provenance in
 ``recursionlab/assets/README.md``). Each run is written as soon as it ends, so an interrupted sweep keeps its
-finished runs, and a rerun with the same ``--out`` skips them.
+finished runs, and a rerun with the same ``--out`` skips them::
 
     python -m recursionlab.train.capstone_table --profile laptop --seeds 0 1 2 --budgets 0.25 0.5 1 \\
         --out runs/capstone_main.json

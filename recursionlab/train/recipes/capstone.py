@@ -210,18 +210,18 @@ def capstone_config(profile: str | None = None, **overrides: Any) -> CapstoneCon
 class Contender:
     """One family, adapted to the shared task.
 
-    name / family: display name and key (one of :data:`FAMILIES`).
-    model, loss_fn, batch_fn: what the engine trains (``batch_fn(step)`` draws the same chains for everyone).
-    predict: ``predict(model, tokens (B, N) long, knob int | None) -> predicted roots (B, N) long`` (eval mode,
-        no grad; ``None`` = the family's default setting).
-    knob / knob_default: the test-time-compute knob's name and training value (None if the family has none);
-        knob_values: the settings its test-time curve visits.
-    cost_key: ``step -> hashable`` when the FLOPs of a training step depend on the step (random depth), else None.
-    at_cap: ``model -> model`` returning a copy whose training step runs at its cap (no early stopping), used to
-        charge early-stopping models; None if the step cost does not depend on learned halting.
-    charge: one line saying how the contender is charged.
-    lr: its learning rate; train_overrides: TrainConfig fields of the family's own recipe (e.g. TRM's optimiser
-        and EMA); recipe: one line describing them.
+    - name / family: display name and key (one of :data:`FAMILIES`).
+    - model, loss_fn, batch_fn: what the engine trains (``batch_fn(step)`` draws the same chains for everyone).
+    - predict: ``predict(model, tokens (B, N) long, knob int | None) -> predicted roots (B, N) long`` (eval mode,
+      no grad; ``None`` = the family's default setting).
+    - knob / knob_default: the test-time-compute knob's name and training value (None if the family has none);
+      knob_values: the settings its test-time curve visits.
+    - cost_key: ``step -> hashable`` when the FLOPs of a training step depend on the step (random depth), else None.
+    - at_cap: ``model -> model`` returning a copy whose training step runs at its cap (no early stopping), used to
+      charge early-stopping models; None if the step cost does not depend on learned halting.
+    - charge: one line saying how the contender is charged.
+    - lr: its learning rate; train_overrides: TrainConfig fields of the family's own recipe (e.g. TRM's optimiser
+      and EMA); recipe: one line describing them.
     """
 
     name: str
