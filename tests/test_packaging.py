@@ -200,3 +200,20 @@ def test_docs_name_modules_and_files_that_exist():
             if obj is None:
                 bad.append(f"{page.name}: no {dotted}")
     assert not bad, "\n".join(sorted(bad))
+
+
+def test_environment_yml_installs_what_pyproject_lists():
+    """conda users get the same packages: every runtime dependency is in environment.yml (conda or pip part), and
+    pip installs the checkout with its dev extra, so the test and website tools come from pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    env = (root / "environment.yml").read_text()
+    listed = {re.split(r"[<>=! ]", line.strip().lstrip("- ").strip('"'))[0].lower()
+              for line in env.splitlines() if line.strip().startswith("- ")}
+    conda_names = {"torch": "pytorch"}
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=! \[]", requirement)[0].lower()
+        assert conda_names.get(name, name) in listed, f"{name} (pyproject dependencies) is missing from environment.yml"
+    assert '-e ".[dev]"' in env, "environment.yml must pip-install the checkout with its dev extra"

@@ -71,11 +71,11 @@ class ACTResult:
     """What :func:`act` returns. ``U`` is the shape of the halting units (e.g. ``(B,)`` or ``(B, T)``).
 
     Attributes:
-        output: (*U, ...) mean-field output ``sum_n p^n y^n``.
-        state: (*U, ...) mean-field state ``sum_n p^n s^n``.
-        halting_probs: (*U, S) float, ``p^n`` for the ``S`` steps that were run (0 after a unit halted).
-        n_steps: (*U,) int64, ``N`` for each unit (1..max_steps).
-        remainder: (*U,) float, ``R = 1 - sum_{n<N} h^n``.
+        output: ``(*U, ...)`` mean-field output ``sum_n p^n y^n``.
+        state: ``(*U, ...)`` mean-field state ``sum_n p^n s^n``.
+        halting_probs: ``(*U, S)`` float, ``p^n`` for the ``S`` steps that were run (0 after a unit halted).
+        n_steps: ``(*U,)`` int64, ``N`` for each unit (1..max_steps).
+        remainder: ``(*U,)`` float, ``R = 1 - sum_{n<N} h^n``.
     """
 
     output: torch.Tensor
@@ -86,12 +86,12 @@ class ACTResult:
 
     @property
     def ponder_cost(self) -> torch.Tensor:
-        """(*U,) float ``rho = N + R``; its gradient flows only through ``R``."""
+        """``(*U,)`` float ``rho = N + R``; its gradient flows only through ``R``."""
         return self.n_steps.to(self.remainder.dtype) + self.remainder
 
 
 def _unsqueeze_like(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Append singleton dims to ``weights`` (*U,) so that it broadcasts against ``like`` (*U, ...)."""
+    """Append singleton dims to ``weights`` ``(*U,)`` so that it broadcasts against ``like`` ``(*U, ...)``."""
     return weights.reshape(weights.shape + (1,) * (like.dim() - weights.dim()))
 
 
@@ -106,9 +106,9 @@ def act(
 
     Args:
         step_fn: ``step_fn(state, n) -> (new_state, output, halt_prob)`` for ponder step ``n = 1, 2, ...``;
-            ``state``/``new_state``: (*U, ...) tensors, ``output``: (*U, ...), ``halt_prob``: (*U,) in [0, 1]
-            (a sigmoid of a halting unit). ``n`` lets the step add a first-step flag or a step embedding.
-        state: (*U, ...) the initial state ``s^0``.
+            ``state``/``new_state``: ``(*U, ...)`` tensors, ``output``: ``(*U, ...)``, ``halt_prob``: ``(*U,)`` in
+            [0, 1] (a sigmoid of a halting unit). ``n`` lets the step add a first-step flag or a step embedding.
+        state: ``(*U, ...)`` the initial state ``s^0``.
         max_steps: M, the most ponder steps any unit may take (>= 1).
         epsilon: a unit halts once its cumulative halting probability reaches ``1 - epsilon`` (0 <= eps < 1).
         halt_shape: the shape ``U`` of the halting units; default: the shape of the first ``halt_prob``.
@@ -511,7 +511,7 @@ class PointerHopCell(nn.Module):
     The input is a forest as a table of parent pointers and a query node (``recursionlab.data.pointer_chase``).
     Every node id ``i`` has a learned embedding ``e_i``; the table is encoded once as keys ``k_i = W_k e_i`` (which
     node a row is about) and values ``v_i = W_v e_{parent(i)}`` (where it points). The state ``s`` is "the node I
-    am at", written like a value: ``s^0 = W_v e_query``. One step:
+    am at", written like a value: ``s^0 = W_v e_query``. One step::
 
         a^n = softmax_i( (W_q s^{n-1}) . k_i / sqrt(D) )       attend to the row of the current node
         s^n = sum_i a^n_i v_i                                  read its parent: one hop
