@@ -9,12 +9,50 @@ Lessons are committed executed at the laptop profile so that a reader sees real 
 from __future__ import annotations
 
 import argparse
+import html
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def progress_bars_show_their_end(nb: dict) -> int:
+    """Give every saved progress-bar widget the text of its final state; returns how many were changed.
+
+    A tqdm bar in a notebook is a widget (a label, a progress bar, a label) whose plain-text stand-in, what GitHub
+    or any viewer without the widget library shows, is recorded when the bar is created: ``0/800 [00:00<?]``.
+    The saved widget state holds where the bar ended, so the stand-in is rewritten from it (``training: 100% |
+    800/800 [00:07<00:00, ...]``). Other widgets keep their text. ``nb`` is a notebook dict (nbformat 4).
+    """
+    state = nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+    def text(model_id: str) -> str:
+        value = str(state.get(model_id.removeprefix("IPY_MODEL_"), {}).get("state", {}).get("value", ""))
+        return html.unescape(re.sub(r"<[^>]*>", "", value)).replace("\u2007", " ").strip()
+
+    changed = 0
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            model = state.get(view["model_id"]) if view else None
+            if not model or model.get("model_name") != "HBoxModel":
+                continue
+            children = [c.removeprefix("IPY_MODEL_") for c in model["state"].get("children", [])]
+            names = [state.get(c, {}).get("model_name") for c in children]
+            if names != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:  # not a progress bar
+                continue
+            bar = state[children[1]]["state"]
+            filled = round(10 * float(bar.get("value", 0)) / float(bar.get("max") or 1))
+            bar_text = "#" * filled + " " * (10 - filled)
+            output["data"]["text/plain"] = f"{text(children[0])}|{bar_text}| {text(children[2])}"
+            changed += 1
+    return changed
 
 
 def execute_notebook(path: str | Path, save: bool = True, timeout: int = 900) -> float:
@@ -33,6 +71,7 @@ def execute_notebook(path: str | Path, save: bool = True, timeout: int = 900) ->
     client.execute()
     elapsed = time.perf_counter() - start
     if save:
+        progress_bars_show_their_end(nb)
         nb.metadata.setdefault("recursionlab", {})["executed_profile"] = os.environ.get("RECURSIONLAB_PROFILE", "auto")
         nbformat.write(nb, path)
     return elapsed
