@@ -66,7 +66,7 @@ exercises: $(STAMP)
 	$(PY) -m recursionlab.course.exercises
 
 lint: $(STAMP)
-	$(PY) -m ruff check recursionlab tests benchmarks
+	$(PY) -m ruff check recursionlab tests benchmarks book
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
