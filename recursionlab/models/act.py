@@ -53,6 +53,7 @@ __all__ = [
     "PonderNetResult",
     "PonderNetParityNet",
     "pondernet_step_losses",
+    "pondernet_unroll",
     "PointerHopCell",
     "ACTPointerNet",
     "PonderNetPointerNet",
@@ -436,13 +437,33 @@ class PonderNetResult:
     """PonderNet's outputs for every ponder step.
 
     Attributes:
-        logits: (B, N, 2) prediction at each step;  lambdas: (B, N) conditional halting probabilities;
+        logits: (B, N, C) prediction at each step;  lambdas: (B, N) conditional halting probabilities;
         halting_dist: (B, N) ``p_n`` (sums to 1).
     """
 
     logits: torch.Tensor
     lambdas: torch.Tensor
     halting_dist: torch.Tensor
+
+    def at_sampled_step(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test time: sample a halting step per example from the lambdas; returns that step's logits (B, C) and
+        the step (B,) (1-based)."""
+        halt = sample_halting_step(self.lambdas, generator)
+        chosen = self.logits.gather(1, halt[:, None, None].expand(-1, 1, self.logits.shape[-1])).squeeze(1)
+        return chosen, halt + 1
+
+
+def pondernet_unroll(step_fn: StepFn, state: torch.Tensor, max_steps: int) -> PonderNetResult:
+    """Run ``step_fn(state, n) -> (state, y_n, lambda_n)`` for n = 1..max_steps (no early exit: every step's
+    prediction is scored) and collect the :class:`PonderNetResult` (``lambda_N`` is forced to 1 by
+    :func:`pondernet_halting_distribution`)."""
+    logits, lambdas = [], []
+    for n in range(1, max_steps + 1):
+        state, y_n, lambda_n = step_fn(state, n)
+        logits.append(y_n)
+        lambdas.append(lambda_n)
+    lam = torch.stack(lambdas, dim=1)
+    return PonderNetResult(torch.stack(logits, dim=1), lam, pondernet_halting_distribution(lam))
 
 
 class PonderNetParityNet(nn.Module):
@@ -463,22 +484,12 @@ class PonderNetParityNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> PonderNetResult:
         _check_vectors(x, self.cell.n_elems)
-        state = self.cell.initial_state(x)
-        logits, lambdas = [], []
-        for n in range(1, self.max_steps + 1):
-            state, y_n, lambda_n = self.cell(x, state, n)
-            logits.append(y_n)
-            lambdas.append(lambda_n)
-        lam = torch.stack(lambdas, dim=1)
-        return PonderNetResult(torch.stack(logits, dim=1), lam, pondernet_halting_distribution(lam))
+        return pondernet_unroll(lambda state, n: self.cell(x, state, n), self.cell.initial_state(x), self.max_steps)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Test-time prediction: sample a halting step per example; returns logits (B, 2) and steps (B,) (1-based)."""
-        result = self.forward(x)
-        halt = sample_halting_step(result.lambdas, generator)
-        chosen = result.logits.gather(1, halt[:, None, None].expand(-1, 1, 2)).squeeze(1)
-        return chosen, halt + 1
+        return self.forward(x).at_sampled_step(generator)
 
 
 def pondernet_step_losses(result: PonderNetResult, targets: torch.Tensor) -> torch.Tensor:
@@ -618,20 +629,11 @@ class PonderNetPointerNet(nn.Module):
 
     def forward(self, parents: torch.Tensor, query: torch.Tensor) -> PonderNetResult:
         keys, values, state = self.cell.encode(parents, query)
-        logits, lambdas = [], []
-        for _ in range(self.max_steps):
-            state, y_n, lambda_n = self.cell(keys, values, state)
-            logits.append(y_n)
-            lambdas.append(lambda_n)
-        lam = torch.stack(lambdas, dim=1)
-        return PonderNetResult(torch.stack(logits, dim=1), lam, pondernet_halting_distribution(lam))
+        return pondernet_unroll(lambda state, n: self.cell(keys, values, state), state, self.max_steps)
 
     @torch.no_grad()
     def predict(
         self, parents: torch.Tensor, query: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Test time: sample a halting step per example; returns logits (B, N) and steps (B,) (1-based)."""
-        result = self.forward(parents, query)
-        halt = sample_halting_step(result.lambdas, generator)
-        chosen = result.logits.gather(1, halt[:, None, None].expand(-1, 1, result.logits.shape[-1])).squeeze(1)
-        return chosen, halt + 1
+        return self.forward(parents, query).at_sampled_step(generator)
